@@ -1,0 +1,52 @@
+"""Installs avips_jax: amortized variational inference by policy search for diverse IK."""
+
+import setuptools
+
+# Runtime ranges that are known to install and work together (exact pins: constraints.txt).
+INSTALL_REQUIRES = [
+    "jax>=0.10.2,<0.11",
+    "flax>=0.12.8,<0.13",
+    "optax>=0.2.8,<0.3",
+    "distrax>=0.1.9,<0.2",
+    "tfp-nightly",  # distrax's TFP backend; distrax needs a JAX-compatible nightly.
+    "chex>=0.1.92,<0.2",
+    "brax>=0.14.2,<0.15",
+    "ml-collections>=1.1.0,<2",
+    "absl-py>=2.3",
+    "orbax-checkpoint>=0.12.8,<0.13",
+    "tensorboard>=2.20",
+    "numpy>=2.0",
+    "scipy>=1.14",
+    "matplotlib>=3.9",
+    "tqdm>=4.66",
+    # Robot files for Panda and TALOS (URDF + inertials); meshes are never read.
+    "example-robot-data==6.0.0",
+]
+
+EXTRAS_REQUIRE = {
+    "cuda": ["jax[cuda12]>=0.10.2,<0.11"],
+    "dev": [
+        "pytest>=8",
+        "pytest-timeout>=2.3",
+        "pin>=3.7",  # pinocchio: the reference FK / CoM in tests and benchmarks.
+        "yourdfpy>=0.0.56",  # second, independent URDF FK reference.
+        "ruff>=0.6",
+    ],
+}
+
+setuptools.setup(
+    name="avips_jax",
+    version="0.1.0",
+    description=(
+        "Amortized Variational Inference by Policy Search: conditional Gaussian mixtures"
+        " that predict many diverse inverse-kinematics solutions in one network call."
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    packages=setuptools.find_packages(include=["avips_jax", "avips_jax.*"]),
+    package_data={"avips_jax": ["urdf/*.urdf"]},
+    python_requires=">=3.11",
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
+)
