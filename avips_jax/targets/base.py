@@ -1,0 +1,141 @@
+"""The interface every conditional target density log p(x | c) follows."""
+
+import abc
+from typing import ClassVar
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+class Target(abc.ABC):
+    """A conditional, possibly unnormalised, log-density log p(x | c).
+
+    Concrete targets are frozen dataclasses whose fields are Python scalars or tuples, so they are
+    immutable and hashable: close over them in `jax.jit` or pass them as static arguments.
+
+    Every target provides:
+      * `name` (class attribute), `dim` (d of x) and `context_dim` (d_c of c);
+      * `lower`, `upper`: numpy float arrays of shape (d,), a box that covers the target's mass and
+        is meant for scaling network outputs;
+      * `log_prob(x, c)` and `sample_contexts(key, n)`.
+
+    Optional, where known (the class flags `is_normalized`, `has_sampler`, `has_modes` say which):
+      * `log_normalizer(c)`: exact log Z(c);
+      * `sample(key, c, n)`: exact samples;
+      * `modes(c)`, `mode_stds(c)`, `mode_weights(c)`: true mode locations with a length scale and
+        the mass of each mode.
+
+    Subclasses implement `_log_prob_single(x, c)` for one point; `log_prob` validates shapes,
+    broadcasts the leading axes and vectorises it (or calls an overridden `_log_prob_batched`).
+    """
+
+    name: ClassVar[str] = "target"
+    is_normalized: ClassVar[bool] = False
+    has_sampler: ClassVar[bool] = False
+    has_modes: ClassVar[bool] = False
+
+    dim: int
+    context_dim: int
+
+    @property
+    @abc.abstractmethod
+    def lower(self) -> np.ndarray:
+        """Lower corner of the box covering the target's mass, shape (d,)."""
+
+    @property
+    @abc.abstractmethod
+    def upper(self) -> np.ndarray:
+        """Upper corner of the box covering the target's mass, shape (d,)."""
+
+    @abc.abstractmethod
+    def _log_prob_single(self, x: chex.Array, c: chex.Array) -> chex.Array:
+        """Log-density of one point: x (d,), c (d_c,) -> scalar."""
+
+    @abc.abstractmethod
+    def sample_contexts(self, key: chex.PRNGKey, n: int) -> chex.Array:
+        """Draws `n` contexts from the context distribution: -> (n, d_c) float32."""
+
+    def log_prob(self, x: chex.Array, c: chex.Array) -> chex.Array:
+        """Unnormalised log-density log p(x | c).
+
+        Args:
+          x: points, shape (..., d).
+          c: contexts, shape (..., d_c); the leading axes of x and c broadcast (numpy rules).
+
+        Returns:
+          log p(x | c), shape broadcast(x.shape[:-1], c.shape[:-1]), floating dtype of the inputs
+          (at least float32).
+
+        Raises:
+          ValueError: on a wrong trailing dimension or leading axes that do not broadcast.
+        """
+        x, c = jnp.asarray(x), jnp.asarray(c)
+        check_trailing(x, self.dim, "x", self.name)
+        check_trailing(c, self.context_dim, "c", self.name)
+        try:
+            jnp.broadcast_shapes(x.shape[:-1], c.shape[:-1])
+        except ValueError as err:
+            raise ValueError(
+                f"{self.name}: leading axes of x {x.shape} and c {c.shape} do not broadcast"
+            ) from err
+        dtype = jnp.promote_types(jnp.result_type(x, c), jnp.float32)
+        return self._log_prob_batched(x.astype(dtype), c.astype(dtype))
+
+    def _log_prob_batched(self, x: chex.Array, c: chex.Array) -> chex.Array:
+        """Validated, same-dtype x (..., d) and c (..., d_c) -> (...).
+
+        The default broadcasts both and vectorises `_log_prob_single`; override it where
+        per-context work can be shared across the points of a context.
+        """
+        batch = jnp.broadcast_shapes(x.shape[:-1], c.shape[:-1])
+        xb = jnp.broadcast_to(x, batch + (self.dim,)).reshape(-1, self.dim)
+        cb = jnp.broadcast_to(c, batch + (self.context_dim,)).reshape(-1, self.context_dim)
+        return jax.vmap(self._log_prob_single)(xb, cb).reshape(batch)
+
+    def log_normalizer(self, c: chex.Array) -> chex.Array:
+        """Exact log Z(c), shape c.shape[:-1]; only where `is_normalized` or otherwise known."""
+        raise NotImplementedError(f"target {self.name!r} has no known log-normaliser")
+
+    def sample(self, key: chex.PRNGKey, c: chex.Array, n: int) -> chex.Array:
+        """Exact samples, (n, B, d) for contexts c (B, d_c); only where `has_sampler`."""
+        raise NotImplementedError(f"target {self.name!r} has no exact sampler")
+
+    def modes(self, c: chex.Array) -> chex.Array:
+        """True mode locations, (B, M, d) for contexts c (B, d_c); only where `has_modes`."""
+        raise NotImplementedError(f"target {self.name!r} has no known modes")
+
+    def mode_stds(self, c: chex.Array) -> chex.Array:
+        """Length scale of each mode, (B, M); only where `has_modes`."""
+        raise NotImplementedError(f"target {self.name!r} has no known modes")
+
+    def mode_weights(self, c: chex.Array) -> chex.Array:
+        """Probability mass of each mode, (B, M); only where `has_modes`."""
+        raise NotImplementedError(f"target {self.name!r} has no known modes")
+
+    def check_contexts(self, c: chex.Array) -> chex.Array:
+        """Returns c as an array after checking that it has shape (B, d_c).
+
+        Raises:
+          ValueError: if c is not of rank 2 with d_c columns.
+        """
+        c = jnp.asarray(c)
+        if c.ndim != 2 or c.shape[-1] != self.context_dim:
+            raise ValueError(
+                f"{self.name}: contexts must have shape (B, {self.context_dim}), got {c.shape}"
+            )
+        return c
+
+
+def check_trailing(a: chex.Array, size: int, what: str, owner: str) -> None:
+    """Raises ValueError unless `a` has rank >= 1 and trailing dimension `size`."""
+    if a.ndim < 1 or a.shape[-1] != size:
+        raise ValueError(f"{owner}: {what} must have shape (..., {size}), got {a.shape}")
+
+
+def uniform_box(key: chex.PRNGKey, n: int, low: np.ndarray, high: np.ndarray) -> chex.Array:
+    """Draws n points uniformly from the box [low, high]: -> (n, len(low)) float32."""
+    low = jnp.asarray(low, jnp.float32)
+    high = jnp.asarray(high, jnp.float32)
+    return jax.random.uniform(key, (n,) + low.shape, jnp.float32, low, high)
