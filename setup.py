@@ -44,8 +44,10 @@ setuptools.setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
-    packages=setuptools.find_packages(include=["avips_jax", "avips_jax.*"]),
-    package_data={"avips_jax": ["urdf/*.urdf"]},
+    packages=setuptools.find_packages(include=["avips_jax", "avips_jax.*"]) + ["avips_jax.urdf"],
+    # The authored robot files live in the top-level urdf/ folder and ship as avips_jax/urdf.
+    package_dir={"avips_jax.urdf": "urdf"},
+    package_data={"avips_jax.urdf": ["*.urdf"]},
     python_requires=">=3.11",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,

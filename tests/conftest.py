@@ -3,6 +3,7 @@
 import os
 
 # XLA:CPU's multi-threaded Eigen has deadlocked on jitted batches of small solves on 2-core hosts.
-if "--xla_cpu_multi_thread_eigen=false" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
+_NO_EIGEN_THREADS = "--xla_cpu_multi_thread_eigen=false"
+if _NO_EIGEN_THREADS not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_NO_EIGEN_THREADS}"
 os.environ.setdefault("MPLBACKEND", "Agg")
