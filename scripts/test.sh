@@ -4,8 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
-# XLA:CPU's multi-threaded Eigen has deadlocked on batched small solves on 2-core machines.
-export XLA_FLAGS="${XLA_FLAGS:-} --xla_cpu_multi_thread_eigen=false"
+# XLA:CPU has deadlocked on batched small solves here (see avips_jax/__init__.py).
+export XLA_FLAGS="${XLA_FLAGS:-} --xla_cpu_multi_thread_eigen=false --xla_cpu_enable_concurrency_optimized_scheduler=false"
 export MPLBACKEND=Agg
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

@@ -2,8 +2,6 @@
 
 import os
 
-# XLA:CPU's multi-threaded Eigen has deadlocked on jitted batches of small solves on 2-core hosts.
-_NO_EIGEN_THREADS = "--xla_cpu_multi_thread_eigen=false"
-if _NO_EIGEN_THREADS not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_NO_EIGEN_THREADS}"
+import avips_jax  # noqa: F401  (sets the XLA:CPU flags that avoid deadlocks before jax starts)
+
 os.environ.setdefault("MPLBACKEND", "Agg")

@@ -1,0 +1,114 @@
+"""The default aVIPS configuration (ml_collections) and its validation.
+
+Experiment configs (`experiments/configs/*.py`) start from `default_config()` and override fields.
+Every technique of the method is one switch, so that an ablation is one flag:
+`projection.enabled`, `trust_region.adaptive`, `sir.enabled`, `components.add`,
+`components.remove`.
+"""
+
+import ml_collections
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """All settings of a training run, with their defaults."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+
+    c.target = ml_collections.ConfigDict()
+    c.target.name = "moving_gmm"
+    # Keyword arguments of the target constructor (targets.make_target(name, **kwargs)).
+    c.target.kwargs = ml_collections.ConfigDict()
+
+    c.model = ml_collections.ConfigDict()
+    c.model.num_components = 8  # K_max slots (static shapes)
+    c.model.initial_components = 4  # slots active at the start
+    c.model.architecture = "per_component"  # or "shared_trunk"
+    c.model.component_hidden = (64, 64)
+    c.model.gate_hidden = (64, 64)
+    c.model.activation = "relu"
+    c.model.mean_squash = "tanh"  # means stay inside the target's box
+    c.model.init_std = 0.5  # Cholesky diagonal at a zero network output
+    c.model.min_std = 1e-3
+    c.model.init_spread = 0.9
+
+    c.train = ml_collections.ConfigDict()
+    c.train.num_steps = 2000
+    c.train.batch_contexts = 64  # B contexts per step
+    c.train.samples_per_component = 8  # S reparameterised samples per component and context
+    c.train.component_lr = 1e-3
+    c.train.gate_lr = 1e-3
+    c.train.lr_decay = "cosine"  # or "none"
+    c.train.final_lr_fraction = 0.1
+    c.train.grad_clip = 1.0  # global gradient-norm clip (0 disables)
+    c.train.log_every = 100
+
+    c.projection = ml_collections.ConfigDict()
+    c.projection.enabled = True
+    c.projection.eps_mean = 0.1  # initial per-component bounds (nats)
+    c.projection.eps_cov = 0.01
+    c.projection.alpha = 10.0  # trust-region regression weight
+    c.projection.eps_weights = 0.0  # > 0 also projects the categorical weights
+
+    c.trust_region = ml_collections.ConfigDict()
+    c.trust_region.adaptive = True
+    c.trust_region.grow = 1.1
+    c.trust_region.shrink = 0.5
+    c.trust_region.min_eps_mean = 1e-3
+    c.trust_region.max_eps_mean = 1.0
+    c.trust_region.min_eps_cov = 1e-4
+    c.trust_region.max_eps_cov = 0.1
+
+    c.sir = ml_collections.ConfigDict()
+    c.sir.enabled = True  # pooled importance-weighted reward estimates + SIR candidates
+    c.sir.num_candidates = 256  # N proposal draws per context when searching for missed mass
+    c.sir.num_resampled = 32  # M resampled points per context
+    c.sir.uniform_fraction = 0.5  # share of proposal draws uniform over the target's box
+
+    c.components = ml_collections.ConfigDict()
+    c.components.remove = True
+    c.components.remove_threshold = 1e-3  # context-averaged weight
+    c.components.remove_patience = 3  # consecutive checks below the threshold
+    c.components.check_every = 100
+    # Merge away the most redundant slot when that costs less than this ELBO (nats; 0 disables).
+    # Merging starts after this fraction of num_steps (after adding has stopped: a new component's
+    # small weight makes its merge cheap).
+    c.components.merge_tolerance = 0.01
+    c.components.merge_after = 0.6
+    c.components.merge_samples = 64  # mixture samples per context for the merge test
+    c.components.add = True
+    c.components.add_every = 200
+    c.components.add_until = 0.5  # fraction of num_steps after which nothing is added
+    c.components.init_weight = 1e-3
+    c.components.score_threshold = 50.0  # VIPS score cap log q(x) >= max log q - threshold
+    # Add only if the context-averaged best score log p - log q exceeds this (nats).
+    c.components.add_min_score = 1.0
+    c.components.fit_steps = 50
+    return c
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Checks values that would otherwise fail late or silently.
+
+    Raises:
+        ValueError: naming the offending field.
+    """
+    m, t = config.model, config.train
+    if not 1 <= m.initial_components <= m.num_components:
+        raise ValueError(
+            f"model.initial_components={m.initial_components} must be in "
+            f"[1, model.num_components={m.num_components}]."
+        )
+    for name in ("num_steps", "batch_contexts", "samples_per_component"):
+        if t[name] < 1:
+            raise ValueError(f"train.{name} must be >= 1, got {t[name]}.")
+    p = config.projection
+    if p.enabled and (p.eps_mean <= 0 or p.eps_cov <= 0):
+        raise ValueError("projection.eps_mean and projection.eps_cov must be > 0.")
+    if p.alpha < 0 or p.eps_weights < 0:
+        raise ValueError("projection.alpha and projection.eps_weights must be >= 0.")
+    s = config.sir
+    if not 0.0 <= s.uniform_fraction <= 1.0:
+        raise ValueError(f"sir.uniform_fraction must be in [0, 1], got {s.uniform_fraction}.")
+    cc = config.components
+    if cc.check_every < 1 or cc.add_every < 1:
+        raise ValueError("components.check_every and components.add_every must be >= 1.")

@@ -1,0 +1,219 @@
+"""The aVIPS objective: per-component VIPS surrogate, weight objective, trust-region regression.
+
+All functions work on a batch of B contexts and K slots with an `active` (K,) mask
+(algorithm.md §3.3, design.md §3.2):
+
+* component loss  -sum_k sg(w_k) E_{q*_k}[log p(x|c) + log q_sg(k|x,c) - log q*_k(x|c)]
+  with reparameterised samples x of the projected components q*_k; the responsibilities use the
+  projected mixture under stop-gradient (so the bound is tight at the current model) but keep the
+  path through x. Its gradient is the VIPS per-component natural objective scaled by w_k.
+* weight loss     sum_k w_k (log w_k - sg(log w_k) - sg(r_k)), r_k = E_{q*_k}[log p - log q]:
+  the VIPS weight objective with reward log w_k + r_k (algorithm.md §3.1), whose optimum is the
+  natural-gradient step w_k ∝ w_k exp(r_k); optimising sum_k w_k (log w_k - r_k) instead would
+  drive w_k ∝ exp(r_k), which ignores the current weights and oscillates.
+* regression loss alpha * mean_{b, active k} KL(sg(q*_k) || q~_k): pulls the raw network output
+  into the trust region so that the projection becomes inactive over time (algorithm.md §4.4).
+
+The component loss is centred (its value is subtracted under stop-gradient), so the value of the
+total loss is -ELBO + alpha * regression with the ELBO estimate sum_k w_k r_k; its gradients are
+those of the single-expression loss of the thesis (algorithm.md §3.2).
+"""
+
+import chex
+import flax
+import jax
+import jax.numpy as jnp
+
+from avips_jax import gmm, projection, sir
+
+
+@flax.struct.dataclass
+class LossAux:
+    """Diagnostics of one loss evaluation (all without gradient).
+
+    Attributes:
+        elbo: (B,) ELBO estimate per context, sum_k w_k r_k.
+        rewards: (B, K) r_k(c) = E_{q*_k}[log p - log q] (0 on inactive slots).
+        component_objective: (K,) J_k = mean_b [log w_k + r_k], the per-slot quantity whose
+            improvement drives the adaptive trust regions (0 on inactive slots).
+        log_weights: (B, K) projected log-weights (-inf on inactive slots).
+        regression: () the regression term before scaling by alpha.
+        ess: (B,) effective sample size of the pooled samples as importance samples of the target
+            (only meaningful with SIR reward estimates; else the per-context sample count).
+        target_finite: () fraction of finite target values.
+    """
+
+    elbo: chex.Array
+    rewards: chex.Array
+    component_objective: chex.Array
+    log_weights: chex.Array
+    regression: chex.Array
+    ess: chex.Array
+    target_finite: chex.Array
+
+
+def project_mixture(
+    pred: gmm.GMMParams,
+    old: gmm.GMMParams,
+    active: chex.Array,
+    eps_mean: chex.Array,
+    eps_cov: chex.Array,
+    eps_weights: float | None = None,
+) -> gmm.GMMParams:
+    """Projects every (context, slot) Gaussian of `pred` into the KL trust region around `old`.
+
+    Args:
+        pred: network output at the current parameters, (B, K) slots.
+        old: network output at the previous parameters on the same contexts (treated as constant).
+        active: (K,) bool mask.
+        eps_mean, eps_cov: (K,) per-slot bounds (nats), shared over contexts.
+        eps_weights: bound on KL(w* || w_old) per context, or None to leave the weights free.
+
+    Returns:
+        The projected GMMParams (same shapes).
+    """
+    means, chols = projection.project_gaussian(
+        pred.means, pred.chols, old.means, old.chols, eps_mean[None, :], eps_cov[None, :]
+    )
+    logits = pred.logits
+    if eps_weights is not None:
+        logits = projection.project_categorical(logits, old.logits, eps_weights, mask=active)
+    return gmm.GMMParams(logits=logits, means=means, chols=chols)
+
+
+def regression_loss(
+    proj: gmm.GMMParams, pred: gmm.GMMParams, active: chex.Array, project_weights: bool
+) -> chex.Array:
+    """mean over contexts and active slots of KL(sg(proj) || pred) (+ weights' KL if projected)."""
+    proj = jax.lax.stop_gradient(proj)
+    kl = projection.gaussian_kl(proj.means, proj.chols, pred.means, pred.chols)  # (B, K)
+    per_context = jnp.sum(jnp.where(active, kl, 0.0), axis=-1) / jnp.sum(active)
+    if project_weights:
+        per_context += projection.categorical_kl(proj.logits, pred.logits, mask=active)
+    return jnp.mean(per_context)
+
+
+def _diagonal(a: chex.Array) -> chex.Array:
+    """(S, B, K, K) -> (S, B, K): entry [s, b, k] = a[s, b, k, k]."""
+    return jnp.diagonal(a, axis1=-2, axis2=-1)
+
+
+def _pooled_rewards(
+    params: gmm.GMMParams, active: chex.Array, x: chex.Array, log_p: chex.Array
+) -> tuple[chex.Array, chex.Array]:
+    """Self-normalised IS estimate of r_k from ALL components' samples (sample reuse).
+
+    The S*K_active samples of a context are draws of the equal-weight mixture of the active
+    components (a deterministic-mixture proposal); E_{q_k}[f] is estimated with weights
+    q_k(x)/q_pool(x), which reuses every target evaluation for every component.
+
+    Returns:
+        rewards (B, K) and the ESS (B,) of the pool as importance samples of the target.
+    """
+    s, b, k, _ = x.shape
+    pool = jnp.reshape(jnp.swapaxes(x, 1, 2), (s * k, b, -1))  # (N, B, d)
+    pool_log_p = jnp.reshape(jnp.swapaxes(log_p, 1, 2), (s * k, b))
+    from_active = jnp.reshape(jnp.broadcast_to(active[None, :, None], (s, k, b)), (s * k, b))
+    comp = gmm.component_log_probs(params, pool)  # (N, B, K)
+    log_pool = jax.nn.logsumexp(jnp.where(active, comp, -jnp.inf), axis=-1) - jnp.log(
+        jnp.sum(active)
+    )
+    log_q = gmm.log_prob(params, active, pool)  # (N, B)
+    valid = from_active & jnp.isfinite(pool_log_p)
+    log_ratio = jnp.where(valid, pool_log_p - log_q, 0.0)
+    log_iw = jnp.where(valid[..., None], comp - log_pool[..., None], -jnp.inf)  # (N, B, K)
+    w = jax.nn.softmax(log_iw, axis=0)
+    rewards = jnp.sum(w * log_ratio[..., None], axis=0)
+    log_w_target = sir.log_importance_weights(jnp.where(valid, pool_log_p, -jnp.inf), log_pool)
+    return rewards, sir.effective_sample_size(log_w_target)
+
+
+def vips_loss(
+    proj: gmm.GMMParams,
+    pred: gmm.GMMParams,
+    active: chex.Array,
+    x: chex.Array,
+    log_p: chex.Array,
+    *,
+    alpha: float,
+    project_weights: bool = False,
+    pooled_rewards: bool = False,
+) -> tuple[chex.Array, LossAux]:
+    """The aVIPS loss for one batch.
+
+    Args:
+        proj: projected parameters (or `pred` itself when the projection is off); differentiable.
+        pred: raw network output (for the regression term).
+        active: (K,) bool mask.
+        x: (S, B, K, d) reparameterised samples of the projected components (gradient path kept).
+        log_p: (S, B, K) target log-density at x (its gradient w.r.t. x is used).
+        alpha: weight of the trust-region regression loss (0 disables it).
+        project_weights: whether `proj.logits` came from the categorical projection.
+        pooled_rewards: estimate r_k by importance weighting the pooled samples of all
+            components (SIR-style sample reuse, lower variance) instead of component k's own.
+
+    Returns:
+        (scalar loss, LossAux).
+    """
+    s, b, k, d = x.shape
+    chex.assert_shape(log_p, (s, b, k))
+    sg = jax.lax.stop_gradient(proj)
+    log_w = gmm.log_weights(proj, active)  # (B, K), gradient to the gate
+    w_sg = jnp.where(active, jnp.exp(jax.lax.stop_gradient(log_w)), 0.0)
+    finite = jnp.isfinite(log_p)
+    log_p_safe = jnp.where(finite, log_p, 0.0)
+
+    log_resp = _diagonal(gmm.per_component_sample_log_responsibilities(sg, active, x))
+    log_own = gmm.gaussian_log_prob(proj.means, proj.chols, x)  # (S, B, K), params + path
+    own_terms = jnp.where(active, log_p_safe + log_resp - log_own, 0.0)
+    component_loss = -jnp.mean(jnp.sum(w_sg * jnp.mean(own_terms, axis=0), axis=-1))
+    # Centred: same gradient, value 0, so that the total loss value is -ELBO + alpha * reg.
+    component_loss = component_loss - jax.lax.stop_gradient(component_loss)
+
+    log_q = gmm.per_component_sample_log_prob(sg, active, x)  # (S, B, K)
+    if pooled_rewards:
+        rewards, ess = _pooled_rewards(sg, active, jax.lax.stop_gradient(x), log_p)
+    else:
+        rewards = jnp.mean(jnp.where(active, log_p_safe - log_q, 0.0), axis=0)
+        ess = jnp.full((b,), s * jnp.sum(active), dtype=x.dtype)
+    rewards = jax.lax.stop_gradient(jnp.where(active, rewards, 0.0))
+    # KL(w || sg(w)) - sum_k w_k r_k: value -ELBO, optimum w ∝ sg(w) exp(r) (the VIPS step).
+    safe_log_w = jnp.where(active, log_w, 0.0)
+    log_w_sg = jax.lax.stop_gradient(safe_log_w)
+    weight_loss = jnp.mean(jnp.sum(jnp.exp(log_w) * (safe_log_w - log_w_sg - rewards), axis=-1))
+
+    reg = regression_loss(proj, pred, active, project_weights) if alpha > 0 else jnp.zeros(())
+    loss = component_loss + weight_loss + alpha * reg
+    w = jnp.exp(jax.lax.stop_gradient(log_w))
+    objective = jnp.where(active, jnp.mean(jax.lax.stop_gradient(safe_log_w) + rewards, 0), 0.0)
+    aux = LossAux(
+        elbo=jnp.sum(jnp.where(active, w * rewards, 0.0), axis=-1),
+        rewards=rewards,
+        component_objective=objective,
+        log_weights=jax.lax.stop_gradient(log_w),
+        regression=jax.lax.stop_gradient(reg),
+        ess=jax.lax.stop_gradient(ess),
+        target_finite=jnp.mean(finite & active[None, None, :]) / jnp.mean(active),
+    )
+    return loss, aux
+
+
+def elbo_estimate(
+    params: gmm.GMMParams, active: chex.Array, log_prob_fn, contexts: chex.Array, key, n: int
+) -> chex.Array:
+    """Plain Monte-Carlo ELBO E_q[log p(x|c) - log q(x|c)] per context from n mixture samples.
+
+    Args:
+        params: GMM parameters on B contexts.
+        active: (K,) bool mask.
+        log_prob_fn: target log-density, (n, B, d) and (1, B, d_c) -> (n, B).
+        contexts: (B, d_c).
+        key: PRNG key.
+        n: samples per context.
+
+    Returns:
+        (B,) ELBO estimates (nats).
+    """
+    x, _ = gmm.sample(params, active, key, n)
+    x = jax.lax.stop_gradient(x)
+    return jnp.mean(log_prob_fn(x, contexts[None]) - gmm.log_prob(params, active, x), axis=0)

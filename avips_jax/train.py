@@ -1,0 +1,243 @@
+"""`TrainState` and the one-jit aVIPS train step.
+
+One step on a batch of contexts c (B, d_c):
+  old   = network(old_params, c)                       (previous parameters, constant)
+  pred  = network(params, c)
+  proj  = KL projection of pred into the per-slot trust regions around old
+  x     = reparameterised samples of every projected component, (S, B, K, d)
+  loss  = VIPS component loss + weight loss + alpha * KL(sg(proj) || pred)
+  params <- Adam step; old_params <- the parameters before the step
+  trust regions grow for slots whose objective J_k improved, shrink otherwise.
+A step whose loss, gradients or target values are not finite is skipped (parameters, optimiser and
+trust regions unchanged) and counted in `num_skipped`; a non-finite context is reported in the
+metrics so that the loop can stop with a clear error.
+
+Everything that changes during training lives in `TrainState` (a flax.struct pytree); the module,
+the target, the optimiser and the config are static and closed over.
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+import chex
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from avips_jax import components, gmm, networks, objectives, trust_region
+from avips_jax.targets import Target
+
+Metrics = dict[str, chex.Array]
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything that changes during training.
+
+    Attributes:
+        step: () int32 number of train steps taken (skipped ones included).
+        params: trainable network parameters.
+        old_params: parameters before the last applied update (the "old" model).
+        slots: fixed per-slot offsets of the network (edited by component adding).
+        opt_state: optax state.
+        trust_region: per-slot KL bounds.
+        components: active mask and removal bookkeeping.
+        key: PRNG key for the next step.
+        num_skipped: () int32 steps skipped because of non-finite values.
+    """
+
+    step: chex.Array
+    params: Any
+    old_params: Any
+    slots: Any
+    opt_state: Any
+    trust_region: trust_region.TrustRegionState
+    components: components.ComponentState
+    key: chex.PRNGKey
+    num_skipped: chex.Array
+
+    @property
+    def variables(self) -> dict:
+        return {"params": self.params, networks.SLOTS: self.slots}
+
+    @property
+    def active(self) -> chex.Array:
+        return self.components.active
+
+
+def make_model(config: ml_collections.ConfigDict, target: Target) -> networks.ConditionalGMM:
+    """The conditional-GMM network for `target`, scaled to the target's box."""
+    m = config.model
+    return networks.make_gmm_network(
+        m.num_components,
+        target.dim,
+        target.lower,
+        target.upper,
+        architecture=m.architecture,
+        component_hidden=m.component_hidden,
+        gate_hidden=m.gate_hidden,
+        activation=m.activation,
+        mean_squash=m.mean_squash,
+        init_std=m.init_std,
+        min_std=m.min_std,
+        init_spread=m.init_spread,
+    )
+
+
+def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """Adam with separate learning rates for the gate and the components (optionally cosine-decayed
+    to `final_lr_fraction` of their initial value), after global-norm clipping."""
+    t = config.train
+
+    def labels(params):
+        return {
+            name: jax.tree.map(lambda _, g="gate" if name == networks.GATE else "rest": g, sub)
+            for name, sub in params.items()
+        }
+
+    def schedule(lr):
+        if t.lr_decay == "cosine":
+            return optax.cosine_decay_schedule(lr, t.num_steps, alpha=t.final_lr_fraction)
+        if t.lr_decay == "none":
+            return lr
+        raise ValueError(f"train.lr_decay must be 'cosine' or 'none', got {t.lr_decay!r}.")
+
+    adam = optax.multi_transform(
+        {"gate": optax.adam(schedule(t.gate_lr)), "rest": optax.adam(schedule(t.component_lr))},
+        labels,
+    )
+    if t.grad_clip > 0:
+        return optax.chain(optax.clip_by_global_norm(t.grad_clip), adam)
+    return adam
+
+
+def create_train_state(
+    config: ml_collections.ConfigDict,
+    module: networks.ConditionalGMM,
+    target: Target,
+    optimizer: optax.GradientTransformation,
+    key: chex.PRNGKey,
+) -> TrainState:
+    """Initial state: network, optimiser, trust regions, and the first slots active."""
+    init_key, key = jax.random.split(key)
+    variables = networks.init_gmm_network(init_key, module, target.context_dim)
+    m, p = config.model, config.projection
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=variables["params"],
+        old_params=variables["params"],
+        slots=variables[networks.SLOTS],
+        opt_state=optimizer.init(variables["params"]),
+        trust_region=trust_region.init_trust_region(m.num_components, p.eps_mean, p.eps_cov),
+        components=components.init_component_state(m.num_components, m.initial_components),
+        key=key,
+        num_skipped=jnp.zeros((), jnp.int32),
+    )
+
+
+def _all_finite(tree) -> chex.Array:
+    leaves = jax.tree.leaves(tree)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+def make_loss_fn(
+    config: ml_collections.ConfigDict, module: networks.ConditionalGMM, target: Target
+) -> Callable:
+    """loss(params, slots, old, active, trust_region, contexts, key) -> (loss, LossAux)."""
+    p, t = config.projection, config.train
+    eps_weights = p.eps_weights if p.enabled and p.eps_weights > 0 else None
+
+    def loss_fn(params, slots, old, active, tr, contexts, key):
+        pred = module.apply({"params": params, networks.SLOTS: slots}, contexts)
+        proj = pred
+        if p.enabled:
+            proj = objectives.project_mixture(
+                pred, old, active, tr.eps_mean, tr.eps_cov, eps_weights
+            )
+        x = gmm.sample_components(proj, key, t.samples_per_component)
+        log_p = target.log_prob(x, contexts[None, :, None, :])
+        return objectives.vips_loss(
+            proj,
+            pred,
+            active,
+            x,
+            log_p,
+            alpha=p.alpha if p.enabled else 0.0,
+            project_weights=eps_weights is not None,
+            pooled_rewards=config.sir.enabled,
+        )
+
+    return loss_fn
+
+
+def make_train_step(
+    config: ml_collections.ConfigDict,
+    module: networks.ConditionalGMM,
+    target: Target,
+    optimizer: optax.GradientTransformation,
+) -> Callable[[TrainState, chex.Array], tuple[TrainState, Metrics]]:
+    """The jitted train step `(state, contexts (B, d_c)) -> (state, metrics)`.
+
+    Contexts may be sharded over devices along B (data parallelism with `jax.sharding`); the
+    parameters are replicated and XLA inserts the reductions.
+    """
+    loss_fn = make_loss_fn(config, module, target)
+    tr_cfg = config.trust_region
+    adaptive = config.trust_region.adaptive and config.projection.enabled
+
+    def train_step(state: TrainState, contexts: chex.Array) -> tuple[TrainState, Metrics]:
+        key, sample_key = jax.random.split(state.key)
+        old_vars = {"params": state.old_params, networks.SLOTS: state.slots}
+        old = jax.lax.stop_gradient(module.apply(old_vars, contexts))
+        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+        (loss, aux), grads = grad_fn(
+            state.params, state.slots, old, state.active, state.trust_region, contexts, sample_key
+        )
+        contexts_ok = jnp.all(jnp.isfinite(contexts))
+        ok = jnp.isfinite(loss) & _all_finite(grads) & (aux.target_finite == 1.0) & contexts_ok
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        keep = lambda new, cur: jax.tree.map(lambda n, c: jnp.where(ok, n, c), new, cur)
+        tr = state.trust_region
+        if adaptive:
+            tr = trust_region.update_trust_region(
+                tr,
+                aux.component_objective,
+                state.active,
+                grow=tr_cfg.grow,
+                shrink=tr_cfg.shrink,
+                min_eps_mean=tr_cfg.min_eps_mean,
+                max_eps_mean=tr_cfg.max_eps_mean,
+                min_eps_cov=tr_cfg.min_eps_cov,
+                max_eps_cov=tr_cfg.max_eps_cov,
+            )
+        new_state = state.replace(
+            step=state.step + 1,
+            params=keep(params, state.params),
+            old_params=keep(state.params, state.old_params),
+            opt_state=keep(opt_state, state.opt_state),
+            trust_region=keep(tr, state.trust_region),
+            key=key,
+            num_skipped=state.num_skipped + (~ok).astype(jnp.int32),
+        )
+        weights = jnp.exp(aux.log_weights)
+        metrics = {
+            "loss": loss,
+            "elbo": jnp.mean(aux.elbo),
+            "regression": aux.regression,
+            "ess": jnp.mean(aux.ess),
+            "num_active": jnp.sum(state.active.astype(jnp.int32)),
+            "active_per_context": jnp.mean(jnp.sum(weights > 0.01, axis=-1)),
+            "grad_norm": optax.tree.norm(grads),
+            "skipped": (~ok).astype(jnp.int32),
+            "contexts_finite": contexts_ok,
+            "target_finite": aux.target_finite,
+            "eps_mean": new_state.trust_region.eps_mean,
+            "eps_cov": new_state.trust_region.eps_cov,
+            "mean_weights": jnp.mean(weights, axis=0),
+        }
+        return new_state, metrics
+
+    return jax.jit(train_step)

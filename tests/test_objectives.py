@@ -1,0 +1,116 @@
+"""Tests of the aVIPS loss: value, gradients against the thesis formula, weight step, rewards."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from avips_jax import gmm, objectives, projection
+
+B, K, D, S = 3, 4, 2, 6
+
+
+def _random_params(key, b=B, k=K, d=D, scale=2.0):
+    k1, k2, k3, k4 = jax.random.split(key, 4)
+    diag = 0.5 + jax.random.uniform(k3, (b, k, d))
+    off = 0.2 * jax.random.normal(k4, (b, k, d * (d - 1) // 2))
+    return gmm.GMMParams(
+        logits=jax.random.normal(k1, (b, k)),
+        means=scale * jax.random.normal(k2, (b, k, d)),
+        chols=gmm.make_cholesky(diag, off),
+    )
+
+
+def _target_log_prob(x):
+    """A fixed 2-mode density in 2-D (unnormalised is fine)."""
+    a = -0.5 * jnp.sum((x - 1.0) ** 2, -1)
+    b = -0.5 * jnp.sum((x + 1.5) ** 2 / 0.5, -1)
+    return jnp.logaddexp(a, b)
+
+
+def _loss(params, active, key, pooled=False):
+    x = gmm.sample_components(params, key, S)
+    return objectives.vips_loss(
+        params, params, active, x, _target_log_prob(x), alpha=0.0, pooled_rewards=pooled
+    )
+
+
+def _thesis_loss(params, active, key):
+    """algorithm.md §3.2, written out independently: one expression, weights not detached."""
+    x = gmm.sample_components(params, key, S)
+    sg = jax.lax.stop_gradient(params)
+    log_w = gmm.log_weights(params, active)
+    log_own = gmm.gaussian_log_prob(params.means, params.chols, x)
+    resp = gmm.per_component_sample_log_responsibilities(sg, active, x)
+    log_resp = jnp.diagonal(resp, axis1=-2, axis2=-1)
+    inner = log_own - _target_log_prob(x) - log_resp + log_w
+    inner = jnp.where(active, jnp.mean(inner, 0), 0.0)
+    return jnp.mean(jnp.sum(jnp.where(active, jnp.exp(log_w), 0.0) * inner, -1))
+
+
+@pytest.mark.parametrize("mask", [(1, 1, 1, 1), (1, 0, 1, 1)])
+def test_loss_value_is_minus_elbo(mask):
+    active = jnp.array(mask, bool)
+    params = _random_params(jax.random.PRNGKey(0))
+    loss, aux = _loss(params, active, jax.random.PRNGKey(1))
+    np.testing.assert_allclose(loss, -jnp.mean(aux.elbo), rtol=1e-5)
+    # The ELBO estimate equals the plain per-component Monte-Carlo average of log p - log q.
+    x = gmm.sample_components(params, jax.random.PRNGKey(1), S)
+    log_q = gmm.per_component_sample_log_prob(params, active, x)
+    r = jnp.mean(_target_log_prob(x) - log_q, 0)
+    w = jnp.exp(gmm.log_weights(params, active))
+    elbo = jnp.sum(jnp.where(active, w * r, 0.0), -1)
+    np.testing.assert_allclose(aux.elbo, elbo, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("mask", [(1, 1, 1, 1), (1, 0, 1, 1)])
+def test_gradients_match_the_thesis_single_expression(mask):
+    active = jnp.array(mask, bool)
+    params = _random_params(jax.random.PRNGKey(2))
+    key = jax.random.PRNGKey(3)
+    ours = jax.grad(lambda p: _loss(p, active, key)[0])(params)
+    ref = jax.grad(lambda p: _thesis_loss(p, active, key))(params)
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(ref), strict=True):
+        assert np.all(np.isfinite(a))
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+
+
+def test_weight_gradient_is_the_vips_natural_direction():
+    """d loss / d logits = -w (r - sum_j w_j r_j) / B: the softmax of w exp(r) direction."""
+    active = jnp.ones(K, bool)
+    params = _random_params(jax.random.PRNGKey(4))
+    key = jax.random.PRNGKey(5)
+    _, aux = _loss(params, active, key)
+    grad = jax.grad(lambda p: _loss(p, active, key)[0])(params).logits
+    w = jnp.exp(aux.log_weights)
+    centred = aux.rewards - jnp.sum(w * aux.rewards, -1, keepdims=True)
+    np.testing.assert_allclose(grad, -w * centred / B, rtol=1e-4, atol=1e-6)
+
+
+def test_pooled_and_own_rewards_agree_with_many_samples():
+    active = jnp.ones(K, bool)
+    params = _random_params(jax.random.PRNGKey(6), scale=1.0)
+    x = gmm.sample_components(params, jax.random.PRNGKey(7), 4000)
+    log_p = _target_log_prob(x)
+    _, own = objectives.vips_loss(params, params, active, x, log_p, alpha=0.0)
+    _, pooled = objectives.vips_loss(
+        params, params, active, x, log_p, alpha=0.0, pooled_rewards=True
+    )
+    np.testing.assert_allclose(pooled.rewards, own.rewards, atol=0.1)
+    assert np.all(pooled.ess > 100) and np.all(pooled.ess <= 4000 * K + 1e-3)
+
+
+def test_regression_term_is_kl_from_projection_to_prediction():
+    active = jnp.array([1, 1, 0, 1], bool)
+    pred = _random_params(jax.random.PRNGKey(8))
+    old = _random_params(jax.random.PRNGKey(9))
+    eps = jnp.full((K,), 0.05)
+    proj = objectives.project_mixture(pred, old, active, eps, eps * 0.1)
+    kl = projection.gaussian_kl(proj.means, proj.chols, pred.means, pred.chols)
+    expected = jnp.mean(jnp.sum(jnp.where(active, kl, 0), -1) / 3)
+    got = objectives.regression_loss(proj, pred, active, project_weights=False)
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    # The projected components respect the bounds around the old ones.
+    mean_part = projection.mean_kl_part(proj.means, old.means, old.chols)
+    cov_part = projection.cov_kl_part(proj.chols, old.chols)
+    assert np.all(mean_part <= 0.05 * (1 + 1e-3)) and np.all(cov_part <= 0.005 * (1 + 1e-2))

@@ -1,0 +1,176 @@
+"""End-to-end tests: the assembled aVIPS method works, not just runs."""
+
+import dataclasses
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from avips_jax import evaluation, fit, gmm
+from avips_jax.targets import toy
+from experiments.configs import toy as toy_configs
+
+HELDOUT = jnp.linspace(-0.95, 0.95, 16)[:, None]  # contexts never sampled exactly in training
+
+
+def _small_config(**overrides):
+    c = toy_configs.get_config("moving_gmm")
+    c.model.num_components = 3
+    c.model.initial_components = 2
+    c.model.component_hidden = (16,)
+    c.model.gate_hidden = (16,)
+    c.train.batch_contexts = 8
+    c.train.samples_per_component = 2
+    c.train.num_steps = 5
+    c.train.log_every = 1
+    c.components.add = False
+    c.components.remove = False
+    for key, value in overrides.items():
+        node = c
+        *path, last = key.split(".")
+        for name in path:
+            node = node[name]
+        node[last] = value
+    return c
+
+
+@pytest.fixture(scope="module")
+def moving_gmm_run():
+    return fit.fit(toy_configs.get_config("moving_gmm"), progress=False)
+
+
+def test_finds_every_mode_on_heldout_contexts(moving_gmm_run):
+    res = moving_gmm_run
+    params = res.module.apply(res.state.variables, HELDOUT)
+    dist = evaluation.mode_distances(
+        params, res.state.active, res.target.modes(HELDOUT), res.target.mode_stds(HELDOUT)
+    )
+    assert dist.shape == (16, 4)
+    assert np.all(dist < 0.1), f"worst mode distance {dist.max():.3f} std"
+    # It started with 2 slots: the missing modes were found by component adding.
+    assert any(e["event"] == "added" for e in res.events)
+
+
+def test_elbo_within_0p1_nats_of_log_z(moving_gmm_run):
+    res = moving_gmm_run
+    params = res.module.apply(res.state.variables, HELDOUT)
+    gap = evaluation.elbo_per_context(
+        params, res.state.active, res.target, HELDOUT, jax.random.PRNGKey(0), 4000
+    )
+    assert np.all(gap > -0.1), gap
+    assert np.all(gap < 0.02), gap  # ELBO <= log Z up to Monte-Carlo noise
+    assert res.state.num_skipped == 0
+
+
+def test_removal_prunes_surplus_components():
+    c = toy_configs.get_config("moving_gmm")
+    c.model.initial_components = 8  # twice the true number of modes
+    c.components.add = False
+    c.train.num_steps = 2500
+    res = fit.fit(c, progress=False)
+    n_active = int(jnp.sum(res.state.active))
+    assert 3 <= n_active <= 5, (n_active, res.events)
+    assert sum(e["event"] == "removed" for e in res.events) == 8 - n_active
+
+
+def test_same_seed_same_result():
+    a = fit.fit(_small_config(), progress=False)
+    b = fit.fit(_small_config(), progress=False)
+    for x, y in zip(jax.tree.leaves(a.state.params), jax.tree.leaves(b.state.params), strict=True):
+        np.testing.assert_array_equal(x, y)
+    c = fit.fit(_small_config(seed=1), progress=False)
+    assert not np.allclose(
+        a.state.params["gate"]["head"]["bias"], c.state.params["gate"]["head"]["bias"]
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class _NaNContexts(toy.MovingGMM):
+    def sample_contexts(self, key, n):
+        return super().sample_contexts(key, n).at[0, 0].set(jnp.nan)
+
+
+@dataclasses.dataclass(frozen=True)
+class _NaNForPositiveContexts(toy.MovingGMM):
+    def log_prob(self, x, c):
+        lp = super().log_prob(x, c)
+        return jnp.where(jnp.asarray(c)[..., 0] > 0, jnp.nan, lp)
+
+
+def test_nan_context_raises_a_clear_error():
+    with pytest.raises(fit.NonFiniteContextError, match="NaN"):
+        fit.fit(_small_config(), target=_NaNContexts(), progress=False)
+
+
+def test_nan_target_skips_the_update_and_never_trains_on_nan():
+    target = _NaNForPositiveContexts()
+    _, _, _, state, step_fn = fit.build(_small_config(), target)
+    good = jnp.full((8, 1), -0.5)
+    bad = good.at[3, 0].set(0.5)
+    state1, m1 = step_fn(state, good)
+    assert int(m1["skipped"]) == 0
+    state2, m2 = step_fn(state1, bad)
+    assert int(m2["skipped"]) == 1 and int(state2.num_skipped) == 1
+    for x, y in zip(jax.tree.leaves(state2.params), jax.tree.leaves(state1.params), strict=True):
+        np.testing.assert_array_equal(x, y)
+    state3, _ = step_fn(state2, good)
+    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(state3.params))
+    # One compilation for all three calls (static shapes, no retracing).
+    assert step_fn._cache_size() == 1
+
+
+_MULTI_DEVICE_SCRIPT = textwrap.dedent(
+    """
+    import jax, jax.numpy as jnp, numpy as np
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+    from avips_jax import fit
+    from tests.test_train import _small_config
+    assert jax.device_count() == 4, jax.devices()
+    c = _small_config()
+    target, _, _, state, step_fn = fit.build(c)
+    contexts = target.sample_contexts(jax.random.PRNGKey(3), 8)
+    ref_state, ref = step_fn(state, contexts)
+    ref_state, ref = step_fn(ref_state, contexts)
+    mesh = Mesh(np.array(jax.devices()), ("data",))
+    sharded = jax.device_put(contexts, NamedSharding(mesh, PartitionSpec("data")))
+    rep = jax.device_put(state, NamedSharding(mesh, PartitionSpec()))
+    out_state, out = step_fn(rep, sharded)
+    out_state, out = step_fn(out_state, sharded)
+    assert len(sharded.sharding.device_set) == 4
+    np.testing.assert_allclose(out["loss"], ref["loss"], rtol=1e-5, atol=1e-5)
+    for a, b in zip(jax.tree.leaves(out_state.params), jax.tree.leaves(ref_state.params)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    print("OK", float(ref["loss"]), float(out["loss"]))
+    """
+)
+
+
+def test_multi_device_step_matches_single_device():
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run(
+        [sys.executable, "-c", _MULTI_DEVICE_SCRIPT],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "OK" in proc.stdout
+
+
+def test_heavy_components_counts_weights_above_one_percent():
+    params = gmm.GMMParams(
+        logits=jnp.log(jnp.array([[0.5, 0.495, 0.005], [0.96, 0.02, 0.02]])),
+        means=jnp.zeros((2, 3, 1)),
+        chols=jnp.ones((2, 3, 1, 1)),
+    )
+    np.testing.assert_array_equal(evaluation.heavy_components(params, jnp.ones(3, bool)), [2, 3])
