@@ -74,10 +74,15 @@ def make_add_step(
             params, active, target, key_prop, s.num_candidates, s.uniform_fraction
         )
         log_p = target.log_prob(x, contexts[None])
-        resampled = sir.sir(key_sir, x, log_p, log_prop, s.num_resampled)
-        log_q = gmm.log_prob(params, active, resampled.samples)
-        score = components.vips_score(resampled.log_p, log_q, cc.score_threshold)
-        best, best_score = components.select_best_candidates(resampled.samples, score)
+        if s.enabled:
+            resampled = sir.sir(key_sir, x, log_p, log_prop, s.num_resampled)
+            points, points_log_p, ess = resampled.samples, resampled.log_p, resampled.ess
+        else:  # ablation: score every proposal draw, no importance resampling
+            points, points_log_p = x, log_p
+            ess = sir.effective_sample_size(sir.log_importance_weights(log_p, log_prop))
+        log_q = gmm.log_prob(params, active, points)
+        score = components.vips_score(points_log_p, log_q, cc.score_threshold)
+        best, best_score = components.select_best_candidates(points, score)
         std = components.entropy_matching_std(params, active)
         # Only add where the mixture clearly misses mass: a VIPS-style trigger on the score.
         needed = jnp.mean(best_score) > cc.add_min_score
@@ -111,7 +116,7 @@ def make_add_step(
             "added": added,
             "slot": slot,
             "score": jnp.mean(best_score),
-            "sir_ess": jnp.mean(resampled.ess),
+            "sir_ess": jnp.mean(ess),
         }
         return new_state, info
 

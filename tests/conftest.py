@@ -2,6 +2,20 @@
 
 import os
 
+import pytest
+
 import avips_jax  # noqa: F401  (sets the XLA:CPU flags that avoid deadlocks before jax starts)
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(scope="module")
+def fast_compiles():
+    """XLA compile time dominates small tests: disable most optimisations for one module, then
+    restore the setting (use with `pytestmark = pytest.mark.usefixtures("fast_compiles")`)."""
+    import jax
+
+    old = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", old)

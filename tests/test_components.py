@@ -13,13 +13,7 @@ K, D, DC, B = 5, 3, 2, 6
 LOWER, UPPER = -3.0 * np.ones(D), 3.0 * np.ones(D)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _fast_compiles():
-    """Small shapes: XLA's optimisation passes cost more than they save (scoped to this file)."""
-    old = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", old)
+pytestmark = pytest.mark.usefixtures("fast_compiles")
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,13 +13,7 @@ B, K, D = 3, 4, 3
 ACTIVE = np.array([True, False, True, True])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _fast_compiles():
-    """Small shapes: XLA's optimisation passes cost more than they save (scoped to this file)."""
-    old = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", old)
+pytestmark = pytest.mark.usefixtures("fast_compiles")
 
 
 def random_params(seed, b=B, k=K, d=D, dtype=np.float64):

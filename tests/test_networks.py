@@ -15,13 +15,7 @@ UPPER = np.array([1.0, 2.0, 3.0])
 ARCHS = ["per_component", "shared_trunk"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _fast_compiles():
-    """Small shapes: XLA's optimisation passes cost more than they save (scoped to this file)."""
-    old = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", old)
+pytestmark = pytest.mark.usefixtures("fast_compiles")
 
 
 def make(arch, **fields):

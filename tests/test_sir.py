@@ -8,14 +8,7 @@ from scipy import stats
 
 from avips_jax import sir
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _fast_compiles():
-    """XLA compile time dominates these small tests; restore the setting afterwards."""
-    old = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", old)
+pytestmark = pytest.mark.usefixtures("fast_compiles")
 
 
 def test_proposal_equal_to_target_gives_uniform_weights():

@@ -10,14 +10,7 @@ from scipy import optimize, stats
 
 from avips_jax import targets
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _fast_compiles():
-    """XLA compile time dominates these small tests; restore the setting afterwards."""
-    old = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", old)
+pytestmark = pytest.mark.usefixtures("fast_compiles")
 
 
 def test_forward_kinematics_hand_computed():

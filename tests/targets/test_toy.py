@@ -25,13 +25,7 @@ TARGETS_2D = [
 IDS_2D = ["moving_gmm", "spiral_gmm", "spiral_gmm_dc1", "banana", "banana_k1"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _fast_compiles():
-    """XLA compile time dominates these small tests; restore the setting afterwards."""
-    old = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", old)
+pytestmark = pytest.mark.usefixtures("fast_compiles")
 
 
 def _sample(target):
