@@ -145,6 +145,11 @@ _MULTI_DEVICE_SCRIPT = textwrap.dedent(
     np.testing.assert_allclose(out["loss"], ref["loss"], rtol=1e-5, atol=1e-5)
     for a, b in zip(jax.tree.leaves(out_state.params), jax.tree.leaves(ref_state.params)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    # The training loop shards the contexts itself when given the mesh.
+    plain = fit.fit(c, progress=False)
+    meshed = fit.fit(c, mesh=mesh, progress=False)
+    for a, b in zip(jax.tree.leaves(meshed.state.params), jax.tree.leaves(plain.state.params)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     print("OK", float(ref["loss"]), float(out["loss"]))
     """
 )
