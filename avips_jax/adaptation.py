@@ -105,9 +105,7 @@ def make_add_step(
         tr = keep(tr, state.trust_region)
         new_state = state.replace(
             params=variables["params"],
-            old_params=jax.tree.map(
-                lambda n, c: jnp.where(added, n, c), variables["params"], state.old_params
-            ),
+            old_params=keep(variables["params"], state.old_params),
             slots=variables[networks.SLOTS],
             trust_region=tr,
             components=comp_state,
