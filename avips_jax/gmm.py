@@ -5,7 +5,8 @@ A conditional GMM evaluated on a batch of B contexts is a `GMMParams` pytree (lo
 K_max slots. Inactive slots have weight exactly 0 (log-weight -inf) and never produce NaN in values
 or gradients, as long as callers mask -inf entries with `jnp.where` before multiplying them.
 
-All densities are computed in log space with triangular solves (never explicit inverses);
+All densities are computed in log space with triangular solves (never explicit inverses; the
+LAPACK-free ones of `linalg`, since jaxlib's batched CPU LAPACK kernels can deadlock);
 log det(L L^T) = 2 sum log diag(L). Everything is jit- and vmap-friendly; shapes are static and
 checked at trace time (a `ValueError` names the offending shape).
 """
@@ -17,6 +18,8 @@ import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from avips_jax import linalg
 
 LOG_2PI = math.log(2.0 * math.pi)
 # Finite stand-in for -inf inside log_softmax so that all-masked rows cannot produce NaN.
@@ -211,7 +214,7 @@ def gaussian_log_prob(mean: chex.Array, chol: chex.Array, x: chex.Array) -> chex
     batch = jnp.broadcast_shapes(jnp.shape(mean)[:-1], jnp.shape(chol)[:-2], jnp.shape(x)[:-1])
     diff = jnp.broadcast_to(x - mean, batch + (d,))
     chol = jnp.broadcast_to(chol, batch + (d, d))
-    z = jax.lax.linalg.triangular_solve(chol, diff[..., None], left_side=True, lower=True)
+    z = linalg.solve_lower(chol, diff[..., None])
     maha = jnp.sum(jnp.square(z[..., 0]), axis=-1)
     half_logdet = jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
     return -0.5 * (maha + d * LOG_2PI) - half_logdet
@@ -261,7 +264,7 @@ def component_log_probs(params: GMMParams, x: chex.Array) -> chex.Array:
     n = math.prod(lead)
     rhs = jnp.moveaxis(jnp.reshape(x, (n, b, d)), 0, -1)  # (B, d, N)
     diff = rhs[:, None] - params.means[..., None]  # (B, K, d, N)
-    z = jax.lax.linalg.triangular_solve(params.chols, diff, left_side=True, lower=True)
+    z = linalg.solve_lower(params.chols, diff)
     maha = jnp.sum(jnp.square(z), axis=-2)  # (B, K, N)
     half_logdet = jnp.sum(jnp.log(jnp.diagonal(params.chols, axis1=-2, axis2=-1)), axis=-1)
     out = -0.5 * (maha + d * LOG_2PI) - half_logdet[..., None]

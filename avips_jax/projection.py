@@ -42,6 +42,8 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from avips_jax import linalg
+
 # Offset c of the bisection variable w = log(eta + c): w = log(c) is eta = 0 exactly, so the bracket
 # [0, eta_hi] is covered with linear resolution near 0 and logarithmic resolution for large eta.
 _ETA_OFFSET = 1e-10
@@ -91,101 +93,14 @@ def _positive_diag_tril(chol: chex.Array) -> chex.Array:
     return chol * sign[..., None, :]
 
 
-# Small dense linear algebra written in jnp (fori_loops over the static dimension d) instead of
-# jax.lax.linalg / jnp.linalg. On CPU, jaxlib 0.10.2 runs its batched LAPACK kernels (potrf, trsm,
-# syevd, ...; jaxlib/cpu/lapack_kernels.cc, ParallelBatchMap) as chunks on the XLA:CPU intra-op
-# pool and blocks the calling pool thread until they finish: once as many such kernels run
-# concurrently as the pool has threads (2 on a 2-core host), every thread waits and the process
-# hangs at 0% CPU, with or without --xla_cpu_multi_thread_eigen=false (seen here with 3000
-# Gaussians of d = 34). The loops below are as fast as LAPACK for d <= 34, vectorise over the
-# batch, and carry their own derivative rules (custom_linear_solve, custom_jvp) so that autodiff
-# never stores per-iteration state.
-
-
-def _take(x: chex.Array, i: chex.Array, axis: int) -> chex.Array:
-    return jax.lax.dynamic_index_in_dim(x, i, axis=axis, keepdims=False)
-
-
-def _put(x: chex.Array, value: chex.Array, i: chex.Array, axis: int) -> chex.Array:
-    return jax.lax.dynamic_update_index_in_dim(x, jnp.expand_dims(value, axis), i, axis=axis)
-
-
-def _forward_substitution(lower: chex.Array, rhs: chex.Array) -> chex.Array:
-    """lower^{-1} rhs for lower (..., d, d) and rhs (..., d, m); reads only the lower triangle."""
-    d = lower.shape[-1]
-    cols = jnp.arange(d)
-
-    def body(i, x):
-        row = jnp.where(cols < i, _take(lower, i, -2), 0.0)  # (..., d) strictly lower part
-        r = _take(rhs, i, -2) - jnp.einsum("...k,...km->...m", row, x)
-        return _put(x, r / _take(_take(lower, i, -2), i, -1)[..., None], i, -2)
-
-    return jax.lax.fori_loop(0, d, body, jnp.zeros_like(rhs * lower[..., :1, :1]))
-
-
-def _flip2(mat: chex.Array) -> chex.Array:
-    return jnp.flip(mat, axis=(-2, -1))
-
-
-def _solve_lower(lower: chex.Array, rhs: chex.Array) -> chex.Array:
-    """lower^{-1} rhs (lower (..., d, d) lower-triangular, rhs (..., d, m)), differentiable.
-
-    A `jax.lax.custom_linear_solve`: derivatives come from the linear system, not from the loop,
-    and the transposed solve (for reverse mode) is a back substitution with lower^T.
-    """
-    shape = jnp.broadcast_shapes(lower.shape[:-2], rhs.shape[:-2])
-    lower = jnp.broadcast_to(lower, shape + lower.shape[-2:])
-    rhs = jnp.broadcast_to(rhs, shape + rhs.shape[-2:])
-    tril = jnp.tril(lower)
-    # lower^T y = c  <=>  (J lower^T J)(J y) = J c with J lower^T J lower-triangular.
-    upper_as_lower = _flip2(jnp.swapaxes(tril, -1, -2))
-    return jax.lax.custom_linear_solve(
-        lambda x: tril @ x,
-        rhs,
-        solve=lambda _, b: _forward_substitution(tril, b),
-        transpose_solve=lambda _, b: jnp.flip(
-            _forward_substitution(upper_as_lower, jnp.flip(b, -2)), -2
-        ),
-    )
-
-
-def _cholesky_loop(mat: chex.Array) -> chex.Array:
-    """Left-looking Cholesky of (..., d, d); a failed (non-positive) pivot is stored as -1."""
-    d = mat.shape[-1]
-    rows = jnp.arange(d)
-
-    def body(j, chol):
-        v = _take(mat, j, -1) - jnp.einsum("...ik,...k->...i", chol, _take(chol, j, -2))
-        pivot = _take(v, j, -1)
-        good = pivot > 0
-        root = jnp.sqrt(jnp.where(good, pivot, 1.0))
-        col = jnp.where(rows > j, v / root[..., None], 0.0)
-        col = jnp.where(rows == j, jnp.where(good, root, -1.0)[..., None], col)
-        return _put(chol, col, j, -1)
-
-    return jax.lax.fori_loop(0, d, body, jnp.zeros_like(mat))
-
-
-@jax.custom_jvp
-def _cholesky(mat: chex.Array) -> chex.Array:
-    """Lower Cholesky factor of a batch of SPD matrices (..., d, d), differentiable.
-
-    A failed factorisation (non-positive pivot) leaves -1 on the diagonal: test it with
-    `_diag(chol) > 0`. The factor stays finite (never NaN), so callers can fall back with
-    `jnp.where` without poisoning gradients.
-    """
-    return _cholesky_loop(mat)
-
-
-@_cholesky.defjvp
-def _cholesky_jvp(primals, tangents):
-    (mat,), (dmat,) = primals, tangents
-    chol = _cholesky(mat)
-    # dL = L Phi(L^{-1} dA L^{-T}), Phi = lower triangle with halved diagonal (dA symmetric).
-    tmp = _solve_lower(chol, _symmetrize(dmat))
-    inner = _solve_lower(chol, jnp.swapaxes(tmp, -1, -2))
-    phi = jnp.tril(inner) - 0.5 * jnp.eye(mat.shape[-1], dtype=mat.dtype) * inner
-    return chol, chol @ phi
+# Dense linear algebra without LAPACK (see avips_jax/linalg.py for why).
+_take = linalg.take
+_put = linalg.put
+_solve_lower = linalg.solve_lower
+_cholesky = linalg.cholesky
+_flip2 = linalg._flip2
+_forward_substitution = linalg.forward_substitution
+_symmetrize = linalg.symmetrize
 
 
 def _tridiagonalize(mat: chex.Array) -> tuple[chex.Array, chex.Array]:
@@ -212,10 +127,6 @@ def _tridiagonalize(mat: chex.Array) -> tuple[chex.Array, chex.Array]:
 
     a = jax.lax.fori_loop(0, max(d - 2, 0), body, mat)
     return _diag(a), jnp.diagonal(a, offset=-1, axis1=-2, axis2=-1)
-
-
-def _symmetrize(mat: chex.Array) -> chex.Array:
-    return 0.5 * (mat + jnp.swapaxes(mat, -1, -2))
 
 
 def _eta_cap(fin: jnp.finfo) -> float:
