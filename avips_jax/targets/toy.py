@@ -47,6 +47,18 @@ def _cube_contexts(key: chex.PRNGKey, n: int, dim: int, bound: float) -> chex.Ar
     return base.uniform_box(key, n, np.full(dim, -bound), np.full(dim, bound))
 
 
+class _SquareBox2D:
+    """lower/upper = -/+ `_half_width` in both coordinates of a 2-D target."""
+
+    @property
+    def lower(self) -> np.ndarray:
+        return np.full(2, -self._half_width)
+
+    @property
+    def upper(self) -> np.ndarray:
+        return np.full(2, self._half_width)
+
+
 class _NormalizedTarget(base.Target):
     """A target with log Z(c) = 0 and an exact sampler."""
 
@@ -122,7 +134,7 @@ class _ConditionalGMM(_NormalizedTarget):
 
 
 @dataclasses.dataclass(frozen=True)
-class MovingGMM(_ConditionalGMM):
+class MovingGMM(_SquareBox2D, _ConditionalGMM):
     """An easy conditional GMM (d = 2, d_c = 1) whose modes rotate and move outwards with c.
 
     For c in [-1, 1] and i = 0..M-1:
@@ -152,14 +164,6 @@ class MovingGMM(_ConditionalGMM):
     def _half_width(self) -> float:
         return self.radius * (1 + 0.25 * self.context_bound) + 5 * math.sqrt(0.5**2 * 2 + 0.15**2)
 
-    @property
-    def lower(self) -> np.ndarray:
-        return np.full(2, -self._half_width)
-
-    @property
-    def upper(self) -> np.ndarray:
-        return np.full(2, self._half_width)
-
     def sample_contexts(self, key: chex.PRNGKey, n: int) -> chex.Array:
         return _cube_contexts(key, n, 1, self.context_bound)
 
@@ -182,7 +186,7 @@ class MovingGMM(_ConditionalGMM):
 
 
 @dataclasses.dataclass(frozen=True)
-class SpiralGMM(_ConditionalGMM):
+class SpiralGMM(_SquareBox2D, _ConditionalGMM):
     """The thesis spiral GMM (algorithm.md §8.1): d = 2, K_t components, c ~ U(-3, 3)^{d_c}.
 
     t_i = 14 pi i / K_t, b_i = t_i + 0.1 c_0, mu_i = 0.3 t_i (cos b_i, sin b_i);
@@ -211,14 +215,6 @@ class SpiralGMM(_ConditionalGMM):
         # Frobenius norm of the largest Cholesky factor bounds every component std.
         chol_norm = math.sqrt(0.8**2 * 2 + 0.3**2) if self.context_dim == 2 else math.sqrt(3.88)
         return 0.3 * t_max + 5 * chol_norm
-
-    @property
-    def lower(self) -> np.ndarray:
-        return np.full(2, -self._half_width)
-
-    @property
-    def upper(self) -> np.ndarray:
-        return np.full(2, self._half_width)
 
     def sample_contexts(self, key: chex.PRNGKey, n: int) -> chex.Array:
         return _cube_contexts(key, n, self.context_dim, self.context_bound)
@@ -255,7 +251,7 @@ _BANANA_N_STD = 4.0
 
 
 @dataclasses.dataclass(frozen=True)
-class BananaMixture(_NormalizedTarget):
+class BananaMixture(_SquareBox2D, _NormalizedTarget):
     """The thesis banana mixture (algorithm.md §8.3): d = 2, d_c = 1, c ~ U(-3, 3).
 
     Curvatures kappa(c): K_t = 5: (0.2c + 1.5, -0.2c - 1.5, c, 0.5c + 1, -0.5c - 1);
@@ -291,14 +287,6 @@ class BananaMixture(_NormalizedTarget):
         kappa = np.abs(np.asarray(self.curvatures(jnp.asarray([-1.0, 1.0]) * self.context_bound)))
         z_max = _BANANA_N_STD * math.sqrt(_BANANA_VAR)
         return 4.0 + z_max + (z_max + float(kappa.max()) * (z_max**2 + 1))
-
-    @property
-    def lower(self) -> np.ndarray:
-        return np.full(2, -self._half_width)
-
-    @property
-    def upper(self) -> np.ndarray:
-        return np.full(2, self._half_width)
 
     def sample_contexts(self, key: chex.PRNGKey, n: int) -> chex.Array:
         return _cube_contexts(key, n, 1, self.context_bound)
