@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from avips_jax import components, gmm, networks, sir, trust_region
+from avips_jax import components, gmm, networks, pytree, sir, trust_region
 from avips_jax.targets import Target
 from avips_jax.train import TrainState
 
@@ -98,14 +98,13 @@ def make_add_step(
             reinit_key=key_reinit,
         )
         added = added & needed
-        keep = lambda new, cur: jax.tree.map(lambda n, c: jnp.where(added, n, c), new, cur)
-        variables = keep(variables, state.variables)
-        comp_state = keep(comp_state, state.components)
+        variables = pytree.select(added, variables, state.variables)
+        comp_state = pytree.select(added, comp_state, state.components)
         tr = trust_region.reset_slot(state.trust_region, slot, p.eps_mean, p.eps_cov)
-        tr = keep(tr, state.trust_region)
+        tr = pytree.select(added, tr, state.trust_region)
         new_state = state.replace(
             params=variables["params"],
-            old_params=keep(variables["params"], state.old_params),
+            old_params=pytree.select(added, variables["params"], state.old_params),
             slots=variables[networks.SLOTS],
             trust_region=tr,
             components=comp_state,

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from avips_jax import gmm, networks
+from avips_jax import gmm, networks, pytree
 
 
 @flax.struct.dataclass
@@ -379,13 +379,13 @@ def add_component(
     new = _fit_slot_logit(new, gate_features, logits, state.active, slot, init_weight, ridge)
     finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(new)]))
     added = has_free & finite
-    new = jax.tree.map(lambda n, o: jnp.where(added, n, o), new, variables)
+    new = pytree.select(added, new, variables)
     added_state = state.replace(
         active=state.active.at[slot].set(True),
         low_weight_count=state.low_weight_count.at[slot].set(0),
         num_added=state.num_added + 1,
     )
-    new_state = jax.tree.map(lambda n, o: jnp.where(added, n, o), added_state, state)
+    new_state = pytree.select(added, added_state, state)
     return new, new_state, slot, added
 
 

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from avips_jax import components, gmm, networks, objectives, trust_region
+from avips_jax import components, gmm, networks, objectives, pytree, trust_region
 from avips_jax.targets import Target
 
 Metrics = dict[str, chex.Array]
@@ -199,7 +199,6 @@ def make_train_step(
         ok = jnp.isfinite(loss) & _all_finite(grads) & (aux.target_finite == 1.0) & contexts_ok
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        keep = lambda new, cur: jax.tree.map(lambda n, c: jnp.where(ok, n, c), new, cur)
         tr = state.trust_region
         if adaptive:
             tr = trust_region.update_trust_region(
@@ -215,10 +214,10 @@ def make_train_step(
             )
         new_state = state.replace(
             step=state.step + 1,
-            params=keep(params, state.params),
-            old_params=keep(state.params, state.old_params),
-            opt_state=keep(opt_state, state.opt_state),
-            trust_region=keep(tr, state.trust_region),
+            params=pytree.select(ok, params, state.params),
+            old_params=pytree.select(ok, state.params, state.old_params),
+            opt_state=pytree.select(ok, opt_state, state.opt_state),
+            trust_region=pytree.select(ok, tr, state.trust_region),
             key=key,
             num_skipped=state.num_skipped + (~ok).astype(jnp.int32),
         )
