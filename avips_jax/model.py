@@ -1,0 +1,117 @@
+"""A trained conditional mixture as one object: sample, evaluate the density, read the weights.
+
+    model = AmortizedGMM.from_train_state(state, module, context_dim)
+    x = model.sample(key, contexts, n)        # (T, n, d), one jitted call
+    logq = model.log_prob(x, contexts)        # (T, n)
+    w = model.weights(contexts)               # (T, K), zero on inactive slots
+
+This is the interface every model of the evaluation follows (`sample`, and `log_prob` where the
+model has a density); the baselines implement the same methods.
+"""
+
+import functools
+
+import chex
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from avips_jax import gmm, networks
+
+
+@flax.struct.dataclass
+class AmortizedGMM:
+    """Network + variables + active mask of a conditional GMM q(x | c).
+
+    Attributes:
+        module: the flax network (static).
+        variables: {"params": ..., "slots": ...}.
+        active: (K,) bool mask of the slots in use.
+        context_dim: d_c (static).
+    """
+
+    module: networks.ConditionalGMM = flax.struct.field(pytree_node=False)
+    variables: dict
+    active: chex.Array
+    context_dim: int = flax.struct.field(pytree_node=False)
+
+    @classmethod
+    def from_train_state(cls, state, module: networks.ConditionalGMM, context_dim: int):
+        """The model of a `train.TrainState` (its current parameters and active mask)."""
+        return cls(
+            module=module,
+            variables=state.variables,
+            active=state.active,
+            context_dim=int(context_dim),
+        )
+
+    @property
+    def dim(self) -> int:
+        """d, the dimension of x."""
+        return self.module.dim
+
+    @property
+    def num_parameters(self) -> int:
+        """Number of trainable scalars (all slots, active or not)."""
+        return int(sum(np.size(p) for p in jax.tree.leaves(self.variables["params"])))
+
+    @property
+    def num_active(self) -> int:
+        return int(np.sum(np.asarray(self.active)))
+
+    def check_contexts(self, contexts: chex.Array) -> jax.Array:
+        """contexts as a float array of shape (T, d_c); ValueError naming the shape otherwise."""
+        contexts = jnp.asarray(contexts)
+        if contexts.ndim != 2 or contexts.shape[-1] != self.context_dim:
+            raise ValueError(
+                f"contexts must have shape (T, {self.context_dim}), got {contexts.shape}"
+            )
+        return contexts.astype(jnp.promote_types(contexts.dtype, jnp.float32))
+
+    def gmm_params(self, contexts: chex.Array) -> gmm.GMMParams:
+        """Mixture parameters for contexts (T, d_c): logits (T, K), means (T, K, d), chols."""
+        return _apply(self, self.check_contexts(contexts))
+
+    def sample(self, key: chex.PRNGKey, contexts: chex.Array, n: int) -> jax.Array:
+        """n samples per context: contexts (T, d_c) -> (T, n, d)."""
+        return self.sample_with_components(key, contexts, n)[0]
+
+    def sample_with_components(self, key: chex.PRNGKey, contexts: chex.Array, n: int):
+        """Samples and the slot each came from: -> x (T, n, d), ids (T, n) int32."""
+        if int(n) < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        return _sample(self, key, self.check_contexts(contexts), int(n))
+
+    def log_prob(self, x: chex.Array, contexts: chex.Array) -> jax.Array:
+        """log q(x | c): x (T, n, d), contexts (T, d_c) -> (T, n)."""
+        contexts = self.check_contexts(contexts)
+        x = jnp.asarray(x)
+        if x.ndim != 3 or x.shape[0] != contexts.shape[0] or x.shape[-1] != self.dim:
+            raise ValueError(
+                f"x must have shape (T={contexts.shape[0]}, n, d={self.dim}), got {x.shape}"
+            )
+        return _log_prob(self, x, contexts)
+
+    def weights(self, contexts: chex.Array) -> jax.Array:
+        """Component weights (T, K), exactly zero on inactive slots."""
+        params = self.gmm_params(contexts)
+        return jnp.exp(gmm.log_weights(params, self.active))
+
+
+@jax.jit
+def _apply(model: AmortizedGMM, contexts: jax.Array) -> gmm.GMMParams:
+    return model.module.apply(model.variables, contexts)
+
+
+@functools.partial(jax.jit, static_argnums=3)
+def _sample(model: AmortizedGMM, key, contexts, n: int):
+    params = model.module.apply(model.variables, contexts)
+    x, ids = gmm.sample(params, model.active, key, n)
+    return jnp.swapaxes(x, 0, 1), jnp.swapaxes(ids, 0, 1)
+
+
+@jax.jit
+def _log_prob(model: AmortizedGMM, x, contexts):
+    params = model.module.apply(model.variables, contexts)
+    return jnp.swapaxes(gmm.log_prob(params, model.active, jnp.swapaxes(x, 0, 1)), 0, 1)

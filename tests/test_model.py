@@ -1,0 +1,47 @@
+"""AmortizedGMM: the (T, n, d) sampling / density interface agrees with the gmm functions."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from avips_jax import config, gmm, model, train
+from avips_jax.targets import make_target
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    c = config.default_config()
+    c.model.component_hidden = (8,)
+    c.model.gate_hidden = (8,)
+    target = make_target("moving_gmm")
+    module = train.make_model(c, target)
+    opt = train.make_optimizer(c)
+    state = train.create_train_state(c, module, target, opt, jax.random.PRNGKey(0))
+    return model.AmortizedGMM.from_train_state(state, module, target.context_dim), target
+
+
+def test_shapes_and_density_match_gmm(tiny):
+    m, target = tiny
+    ctx = target.sample_contexts(jax.random.PRNGKey(1), 5)
+    x, ids = m.sample_with_components(jax.random.PRNGKey(2), ctx, 7)
+    assert x.shape == (5, 7, target.dim) and ids.shape == (5, 7)
+    assert np.all(np.asarray(m.active)[np.asarray(ids)])  # never an inactive slot
+    params = m.gmm_params(ctx)
+    ref = gmm.log_prob(params, m.active, jnp.swapaxes(x, 0, 1))  # (n, T)
+    np.testing.assert_allclose(m.log_prob(x, ctx), ref.T, rtol=1e-5, atol=1e-5)
+    w = np.asarray(m.weights(ctx))
+    np.testing.assert_allclose(w.sum(-1), 1.0, atol=1e-5)
+    assert np.all(w[:, ~np.asarray(m.active)] == 0.0)
+    assert m.num_active == int(np.sum(np.asarray(m.active)))
+    assert m.num_parameters == sum(p.size for p in jax.tree.leaves(m.variables["params"]))
+
+
+def test_bad_shapes_are_named(tiny):
+    m, target = tiny
+    with pytest.raises(ValueError, match=r"contexts must have shape \(T, 1\)"):
+        m.sample(jax.random.PRNGKey(0), jnp.zeros((3, 2)), 4)
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        m.sample(jax.random.PRNGKey(0), jnp.zeros((3, 1)), 0)
+    with pytest.raises(ValueError, match="x must have shape"):
+        m.log_prob(jnp.zeros((2, 4, target.dim)), jnp.zeros((3, 1)))
