@@ -15,6 +15,7 @@ INSTALL_REQUIRES = [
     "absl-py>=2.3",
     "orbax-checkpoint>=0.12.8,<0.13",
     "tensorboard>=2.20",
+    "tensorboardX>=2.6",
     "numpy>=2.0",
     "scipy>=1.14",
     "matplotlib>=3.9",

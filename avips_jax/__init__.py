@@ -17,3 +17,13 @@ if not _os.environ.get("AVIPS_JAX_KEEP_XLA_FLAGS"):
         _os.environ["XLA_FLAGS"] = " ".join([_flags, *_missing]).strip()
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # `avips_jax.IKSolver` without importing jax/flax at `import avips_jax` time (the XLA flags
+    # above must be set before jax initialises).
+    if name == "IKSolver":
+        from avips_jax.solver import IKSolver
+
+        return IKSolver
+    raise AttributeError(f"module 'avips_jax' has no attribute {name!r}")

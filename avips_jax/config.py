@@ -41,12 +41,18 @@ def default_config() -> ml_collections.ConfigDict:
     c.train.final_lr_fraction = 0.1
     c.train.grad_clip = 1.0  # global gradient-norm clip (0 disables)
     c.train.log_every = 100
+    c.train.log_samples = 32  # samples per context for the logged entropy / position error
+    c.train.checkpoint_every = 1000  # steps between checkpoints (experiments/train.py)
+    c.train.keep_checkpoints = 3  # newest checkpoints kept on disk
 
     c.projection = ml_collections.ConfigDict()
     c.projection.enabled = True
     c.projection.eps_mean = 0.1  # initial per-component bounds (nats)
     c.projection.eps_cov = 0.01
     c.projection.alpha = 10.0  # trust-region regression weight
+    # "reverse" = KL(pred || sg(proj)) (TRL); "forward" = KL(sg(proj) || pred) (thesis), whose
+    # gradient explodes when the raw output runs narrower than its projection (objectives.py).
+    c.projection.regression_direction = "forward"
     c.projection.eps_weights = 0.0  # > 0 also projects the categorical weights
 
     c.trust_region = ml_collections.ConfigDict()
@@ -86,6 +92,12 @@ def default_config() -> ml_collections.ConfigDict:
     # Add only if the context-averaged best score log p - log q exceeds this (nats).
     c.components.add_min_score = 1.0
     c.components.fit_steps = 50
+
+    # Evaluation (experiments/evaluate.py): a fixed, seeded test set of contexts.
+    c.eval = ml_collections.ConfigDict()
+    c.eval.num_targets = 1000  # test contexts (the IKFlow protocol)
+    c.eval.samples_per_target = 250
+    c.eval.seed = 1234  # test-set seed, independent of the training seed
     return c
 
 
@@ -101,7 +113,15 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             f"model.initial_components={m.initial_components} must be in "
             f"[1, model.num_components={m.num_components}]."
         )
-    for name in ("num_steps", "batch_contexts", "samples_per_component"):
+    for name in (
+        "num_steps",
+        "batch_contexts",
+        "samples_per_component",
+        "log_every",
+        "log_samples",
+        "checkpoint_every",
+        "keep_checkpoints",
+    ):
         if t[name] < 1:
             raise ValueError(f"train.{name} must be >= 1, got {t[name]}.")
     p = config.projection
@@ -115,3 +135,6 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     cc = config.components
     if cc.check_every < 1 or cc.add_every < 1:
         raise ValueError("components.check_every and components.add_every must be >= 1.")
+    for name in ("num_targets", "samples_per_target"):
+        if config.eval[name] < 1:
+            raise ValueError(f"eval.{name} must be >= 1, got {config.eval[name]}.")

@@ -82,11 +82,27 @@ def project_mixture(
 
 
 def regression_loss(
-    proj: gmm.GMMParams, pred: gmm.GMMParams, active: chex.Array, project_weights: bool
+    proj: gmm.GMMParams,
+    pred: gmm.GMMParams,
+    active: chex.Array,
+    project_weights: bool,
+    direction: str = "forward",
 ) -> chex.Array:
-    """mean over contexts and active slots of KL(sg(proj) || pred) (+ weights' KL if projected)."""
+    """mean over contexts and active slots of the KL between sg(proj) and pred (+ weights' KL).
+
+    direction "reverse" is KL(pred || sg(proj)) (TRL); "forward" is KL(sg(proj) || pred) (the
+    thesis). The forward form weighs the gap by pred's precision, so when the raw network
+    output runs narrower than its projection its gradient explodes (planar arm: regression
+    terms of 1e3 and gradient norms of 1e8 with the covariance projection active); the reverse
+    form weighs it by the projection's precision and grows only like -log det of pred.
+    """
     proj = jax.lax.stop_gradient(proj)
-    kl = projection.gaussian_kl(proj.means, proj.chols, pred.means, pred.chols)  # (B, K)
+    if direction == "reverse":
+        kl = projection.gaussian_kl(pred.means, pred.chols, proj.means, proj.chols)  # (B, K)
+    elif direction == "forward":
+        kl = projection.gaussian_kl(proj.means, proj.chols, pred.means, pred.chols)
+    else:
+        raise ValueError(f"regression direction must be 'reverse' or 'forward', got {direction!r}")
     per_context = jnp.sum(jnp.where(active, kl, 0.0), axis=-1) / jnp.sum(active)
     if project_weights:
         per_context += projection.categorical_kl(proj.logits, pred.logits, mask=active)
@@ -138,6 +154,7 @@ def vips_loss(
     alpha: float,
     project_weights: bool = False,
     pooled_rewards: bool = False,
+    regression_direction: str = "forward",
 ) -> tuple[chex.Array, LossAux]:
     """The aVIPS loss for one batch.
 
@@ -151,6 +168,7 @@ def vips_loss(
         project_weights: whether `proj.logits` came from the categorical projection.
         pooled_rewards: estimate r_k by importance weighting the pooled samples of all
             components (SIR-style sample reuse, lower variance) instead of component k's own.
+        regression_direction: see `regression_loss`.
 
     Returns:
         (scalar loss, LossAux).
@@ -182,7 +200,11 @@ def vips_loss(
     log_w_sg = jax.lax.stop_gradient(safe_log_w)
     weight_loss = jnp.mean(jnp.sum(jnp.exp(log_w) * (safe_log_w - log_w_sg - rewards), axis=-1))
 
-    reg = regression_loss(proj, pred, active, project_weights) if alpha > 0 else jnp.zeros(())
+    reg = (
+        regression_loss(proj, pred, active, project_weights, regression_direction)
+        if alpha > 0
+        else jnp.zeros(())
+    )
     loss = component_loss + weight_loss + alpha * reg
     w = jnp.exp(jax.lax.stop_gradient(log_w))
     objective = jnp.where(active, jnp.mean(jax.lax.stop_gradient(safe_log_w) + rewards, 0), 0.0)

@@ -167,6 +167,7 @@ def make_loss_fn(
             alpha=p.alpha if p.enabled else 0.0,
             project_weights=eps_weights is not None,
             pooled_rewards=config.sir.enabled,
+            regression_direction=p.regression_direction,
         )
 
     return loss_fn

@@ -110,6 +110,15 @@ def test_regression_term_is_kl_from_projection_to_prediction():
     expected = jnp.mean(jnp.sum(jnp.where(active, kl, 0), -1) / 3)
     got = objectives.regression_loss(proj, pred, active, project_weights=False)
     np.testing.assert_allclose(got, expected, rtol=1e-5)
+    # The TRL direction KL(pred || proj) is a different number, and a typo is refused.
+    kl_rev = projection.gaussian_kl(pred.means, pred.chols, proj.means, proj.chols)
+    got_rev = objectives.regression_loss(proj, pred, active, False, direction="reverse")
+    np.testing.assert_allclose(
+        got_rev, jnp.mean(jnp.sum(jnp.where(active, kl_rev, 0), -1) / 3), rtol=1e-5
+    )
+    assert abs(float(got_rev) - float(got)) > 1e-3
+    with pytest.raises(ValueError, match="regression direction"):
+        objectives.regression_loss(proj, pred, active, False, direction="backward")
     # The projected components respect the bounds around the old ones.
     mean_part = projection.mean_kl_part(proj.means, old.means, old.chols)
     cov_part = projection.cov_kl_part(proj.chols, old.chols)

@@ -11,23 +11,30 @@ To add a target (e.g. a robot IK target), subclass `Target` and add its construc
 
 from collections.abc import Callable
 
-from avips_jax.targets import base, planar, toy
-from avips_jax.targets.base import Target
+from avips_jax.targets import base, ik, planar, talos, toy
+from avips_jax.targets.base import Target, WorkspaceError
+from avips_jax.targets.ik import IKTarget
 from avips_jax.targets.planar import PlanarIK
+from avips_jax.targets.talos import TalosWholeBody
 from avips_jax.targets.toy import BananaMixture, Funnel, MovingGMM, SpiralGMM
 
 __all__ = [
     "BananaMixture",
     "Funnel",
+    "IKTarget",
     "MovingGMM",
     "PlanarIK",
     "SpiralGMM",
+    "TalosWholeBody",
     "Target",
+    "WorkspaceError",
     "available",
     "base",
+    "ik",
     "make_target",
     "planar",
     "register",
+    "talos",
     "toy",
 ]
 
@@ -37,6 +44,8 @@ _REGISTRY: dict[str, Callable[..., Target]] = {
     "banana": BananaMixture,
     "funnel": Funnel,
     "planar": PlanarIK,
+    "ik": IKTarget,
+    "talos": TalosWholeBody,
 }
 
 

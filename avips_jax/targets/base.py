@@ -9,6 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 
 
+class WorkspaceError(ValueError):
+    """A context (e.g. an IK target position) that lies outside the target's workspace."""
+
+
 class Target(abc.ABC):
     """A conditional, possibly unnormalised, log-density log p(x | c).
 

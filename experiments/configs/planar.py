@@ -1,11 +1,25 @@
-"""Config for the conditional planar n-link IK target (context = end-effector goal)."""
+"""Config for the conditional planar n-link IK target (context = end-effector goal).
+
+Usage: `--config=experiments/configs/planar.py:<num_links>[,<preset>]`, e.g. `planar.py`
+(10 links), `planar.py:5`, `planar.py:10,quick` or `planar.py:quick`; presets
+  full (default): the settings of the planar experiments (a CPU run of minutes);
+  quick: a tenth of the steps (smoke runs).
+"""
 
 import ml_collections
 
 from avips_jax.config import default_config
+from experiments.configs import common
+
+PRESETS = ("full", "quick")
 
 
-def get_config(num_links: str = "10") -> ml_collections.ConfigDict:
+def get_config(spec: str = "10") -> ml_collections.ConfigDict:
+    """The config of "<num_links>[,<preset>]" (see the module docstring)."""
+    num_links, preset = common.split_spec(str(spec), PRESETS, "full")
+    num_links = num_links or "10"
+    if not num_links.isdigit() or int(num_links) < 1:
+        raise ValueError(f"planar config: num_links must be a positive integer, got {num_links!r}")
     c = default_config()
     c.target.name = "planar"
     c.target.kwargs.num_links = int(num_links)
@@ -26,4 +40,11 @@ def get_config(num_links: str = "10") -> ml_collections.ConfigDict:
     c.train.component_lr = 3e-3
     c.train.num_steps = 3000
     c.train.batch_contexts = 64
+    if preset == "quick":
+        c.train.num_steps = 300
+        c.train.log_every = 50
+        c.train.checkpoint_every = 100
+        c.components.check_every = 50
+        c.components.add_every = 100
+        c.eval.num_targets = 100
     return c

@@ -1,0 +1,368 @@
+"""Run directories: the resolved config, orbax checkpoints of the TrainState, and loading a model.
+
+    checkpoint.save_config(workdir, config)            # <workdir>/config.json
+    checkpoint.save(workdir, state, records={...})     # <workdir>/checkpoints/<step>/
+    step = checkpoint.latest_step(workdir)             # None if there is none
+    state = checkpoint.restore(workdir, like_state)    # the latest step by default
+    run = checkpoint.load_model(workdir)               # run.model.sample(key, contexts, n)
+
+Layout of a run directory: `config.json` (the resolved config), `checkpoints/<step>/` (orbax: the
+whole TrainState as item "state" plus a JSON item "records" with the loop's host-side bookkeeping),
+`tensorboard/`, `history.jsonl` (the logged scalars), later `metrics.json` and `plots/*.png`.
+
+Atomicity: orbax writes a step into `<step>.orbax-checkpoint-tmp*` and renames it when complete;
+such temporary directories, and any step directory that lacks one of the files a finished save
+writes, are never taken for a checkpoint.
+"""
+
+import dataclasses
+import json
+import logging
+import os
+import pathlib
+import shutil
+import tempfile
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+from avips_jax import model as model_lib
+from avips_jax import networks, targets, train
+from avips_jax.config import validate_config
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+CHECKPOINT_DIR = "checkpoints"
+_STATE, _RECORDS = "state", "records"
+# Files every finished save writes (relative to the step directory).
+_COMPLETE_MARKERS = ("_CHECKPOINT_METADATA", f"{_STATE}/_METADATA", _RECORDS)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or config file exists but cannot be read (corrupt, or from another config)."""
+
+
+class CheckpointNotFoundError(FileNotFoundError):
+    """The run directory has no checkpoint (or no config) where one is needed."""
+
+
+@dataclasses.dataclass
+class TrainedRun:
+    """A trained model loaded from a run directory.
+
+    Attributes:
+        config: the run's resolved config.
+        target: the target built from `config.target`.
+        model: the conditional mixture at `step`.
+        state: the full TrainState at `step`.
+        step: the checkpoint's step (train steps taken).
+        workdir: the run directory.
+    """
+
+    config: ml_collections.ConfigDict
+    target: targets.Target
+    model: model_lib.AmortizedGMM
+    state: train.TrainState
+    step: int
+    workdir: pathlib.Path
+
+
+def checkpoint_dir(workdir: str | os.PathLike) -> pathlib.Path:
+    """`<workdir>/checkpoints`, as an absolute path (orbax needs one)."""
+    return pathlib.Path(workdir).absolute() / CHECKPOINT_DIR
+
+
+def _manager(workdir, keep: int):
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False)
+    return ocp.CheckpointManager(
+        checkpoint_dir(workdir), options=options, item_names=(_STATE, _RECORDS)
+    )
+
+
+def _is_complete(step_dir: pathlib.Path) -> bool:
+    return all((step_dir / name).exists() for name in _COMPLETE_MARKERS)
+
+
+def all_steps(workdir: str | os.PathLike) -> list[int]:
+    """Steps of the complete checkpoints in `workdir`, ascending (temporary or partial ones are
+    skipped with a warning)."""
+    root = checkpoint_dir(workdir)
+    if not root.is_dir():
+        return []
+    steps = []
+    for path in root.iterdir():
+        if not (path.is_dir() and path.name.isdigit()):
+            continue  # orbax temporaries are named "<step>.orbax-checkpoint-tmp..."
+        if _is_complete(path):
+            steps.append(int(path.name))
+        else:
+            logger.warning("ignoring incomplete checkpoint directory %s", path)
+    return sorted(steps)
+
+
+def _remove_leftovers(root: pathlib.Path) -> None:
+    """Deletes what killed saves leave in `root`: orbax temporaries and incomplete step dirs."""
+    if not root.is_dir():
+        return
+    for path in root.iterdir():
+        temporary = ".orbax-checkpoint-tmp" in path.name
+        if path.is_dir() and (temporary or (path.name.isdigit() and not _is_complete(path))):
+            logger.warning("removing the leftover of an unfinished save: %s", path)
+            shutil.rmtree(path)
+
+
+def latest_step(workdir: str | os.PathLike) -> int | None:
+    """The newest complete checkpoint's step, or None if `workdir` has none."""
+    steps = all_steps(workdir)
+    return steps[-1] if steps else None
+
+
+def save(
+    workdir: str | os.PathLike,
+    state: train.TrainState,
+    *,
+    keep: int = 3,
+    records: dict[str, Any] | None = None,
+) -> int:
+    """Writes `state` (and JSON `records`) as checkpoint `int(state.step)`, atomically.
+
+    Args:
+        workdir: the run directory (created if missing).
+        state: the TrainState to save; its `step` names the checkpoint.
+        keep: how many of the newest checkpoints to keep (older ones are deleted).
+        records: JSON-serialisable host-side bookkeeping (history, events, ...).
+
+    Returns:
+        The step saved.
+
+    Raises:
+        ValueError: if a checkpoint of that step exists already or keep < 1.
+    """
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1, got {keep}")
+    step = int(state.step)
+    path = checkpoint_dir(workdir) / str(step)
+    if path.exists() and _is_complete(path):
+        raise ValueError(f"checkpoint {path} exists already")
+    _remove_leftovers(checkpoint_dir(workdir))
+    mngr = _manager(workdir, keep)
+    try:
+        mngr.save(
+            step,
+            args=ocp.args.Composite(
+                **{
+                    _STATE: ocp.args.StandardSave(state),
+                    _RECORDS: ocp.args.JsonSave(records or {}),
+                }
+            ),
+        )
+        mngr.wait_until_finished()
+    finally:
+        mngr.close()
+    return step
+
+
+def _step_to_restore(workdir, step: int | None) -> int:
+    steps = all_steps(workdir)
+    if not steps:
+        raise CheckpointNotFoundError(f"no checkpoint in {checkpoint_dir(workdir)}")
+    if step is None:
+        return steps[-1]
+    if step not in steps:
+        raise CheckpointNotFoundError(
+            f"no checkpoint of step {step} in {checkpoint_dir(workdir)}; available: {steps}"
+        )
+    return step
+
+
+def _checkpointer() -> ocp.Checkpointer:
+    handler = ocp.CompositeCheckpointHandler(
+        **{_STATE: ocp.StandardCheckpointHandler(), _RECORDS: ocp.JsonCheckpointHandler()}
+    )
+    return ocp.Checkpointer(handler)
+
+
+def _check_fits(checkpointer, path: pathlib.Path, like_state) -> None:
+    """CheckpointError unless the saved state has the leaves, shapes and dtypes of like_state
+    (checked on the metadata, before orbax reads any array)."""
+    meta = checkpointer.metadata(path).item_metadata[_STATE]
+    saved = ocp.tree.to_flat_dict(meta)
+    wanted = ocp.tree.to_flat_dict(ocp.tree.serialize_tree(like_state, keep_empty_nodes=True))
+    if set(saved) != set(wanted):
+        extra = sorted("/".join(map(str, k)) for k in set(saved) - set(wanted))
+        missing = sorted("/".join(map(str, k)) for k in set(wanted) - set(saved))
+        raise CheckpointError(
+            f"checkpoint {path} does not fit this config: only in the checkpoint {extra[:5]}, "
+            f"only in the config {missing[:5]}"
+        )
+    for key in sorted(wanted):
+        a, b = saved[key], wanted[key]
+        if tuple(a.shape) != tuple(b.shape) or np.dtype(a.dtype) != np.dtype(b.dtype):
+            raise CheckpointError(
+                f"checkpoint {path} does not fit this config: {'/'.join(map(str, key))} is "
+                f"{tuple(a.shape)} {a.dtype} there, the config needs {tuple(b.shape)} {b.dtype}"
+            )
+
+
+def _restore_items(workdir, step: int | None, args: dict) -> tuple[int, Any]:
+    step = _step_to_restore(workdir, step)
+    path = checkpoint_dir(workdir) / str(step)
+    checkpointer = _checkpointer()
+    try:
+        if _STATE in args:
+            _check_fits(checkpointer, path, args[_STATE].item)
+        return step, checkpointer.restore(path, args=ocp.args.Composite(**args))
+    except CheckpointError:
+        raise
+    except Exception as err:  # orbax / tensorstore raise many types for damaged files
+        raise CheckpointError(
+            f"cannot restore checkpoint {path} ({type(err).__name__}: {err}); delete that "
+            "directory to fall back to an earlier checkpoint"
+        ) from err
+    finally:
+        checkpointer.close()
+
+
+def restore(
+    workdir: str | os.PathLike, like_state: train.TrainState, step: int | None = None
+) -> train.TrainState:
+    """Reads a TrainState saved by `save`.
+
+    Args:
+        workdir: the run directory.
+        like_state: a TrainState (concrete or `jax.eval_shape` abstract) with the structure, shapes
+            and dtypes of the saved one (built from the same config).
+        step: which checkpoint; default the latest complete one.
+
+    Raises:
+        CheckpointNotFoundError: no (such) checkpoint.
+        CheckpointError: the files are damaged or do not fit `like_state`.
+    """
+    return _restore_items(workdir, step, {_STATE: ocp.args.StandardRestore(like_state)})[1][_STATE]
+
+
+def restore_records(workdir: str | os.PathLike, step: int | None = None) -> dict[str, Any]:
+    """The JSON `records` saved with a checkpoint (same errors as `restore`)."""
+    records = _restore_items(workdir, step, {_RECORDS: ocp.args.JsonRestore()})[1][_RECORDS]
+    return dict(records or {})
+
+
+def _write_atomic(path: pathlib.Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def config_to_dict(config: ml_collections.ConfigDict) -> dict:
+    """The config as plain JSON data (tuples become lists)."""
+    return json.loads(config.to_json())
+
+
+def save_config(workdir: str | os.PathLike, config: ml_collections.ConfigDict) -> pathlib.Path:
+    """Writes `<workdir>/config.json` atomically and returns its path."""
+    path = pathlib.Path(workdir) / CONFIG_FILE
+    _write_atomic(path, json.dumps(config_to_dict(config), indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def _tuples(value):
+    if isinstance(value, dict):
+        return {k: _tuples(v) for k, v in value.items()}
+    if isinstance(value, list):  # configs hold sequences as tuples (hashable module fields)
+        return tuple(_tuples(v) for v in value)
+    return value
+
+
+def load_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
+    """Reads `<workdir>/config.json` (JSON lists come back as tuples).
+
+    Raises:
+        CheckpointNotFoundError: if the file does not exist.
+        CheckpointError: if it is not a JSON object.
+    """
+    path = pathlib.Path(workdir) / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointNotFoundError(f"no config file {path}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"corrupt config file {path}: {err}") from err
+    if not isinstance(data, dict):
+        raise CheckpointError(f"corrupt config file {path}: not a JSON object")
+    return ml_collections.ConfigDict(_tuples(data))
+
+
+def _flatten(data: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def config_differences(
+    a: ml_collections.ConfigDict, b: ml_collections.ConfigDict
+) -> list[tuple[str, Any, Any]]:
+    """Dotted keys whose values differ, as (key, value in a, value in b), sorted by key.
+
+    A key missing on one side has the value `None` there. Tuples and lists compare equal.
+    """
+    fa, fb = _flatten(config_to_dict(a)), _flatten(config_to_dict(b))
+    return [
+        (key, fa.get(key), fb.get(key))
+        for key in sorted(set(fa) | set(fb))
+        if fa.get(key) != fb.get(key) or (key in fa) != (key in fb)
+    ]
+
+
+def abstract_state(
+    config: ml_collections.ConfigDict, target: targets.Target, module: networks.ConditionalGMM
+) -> train.TrainState:
+    """Shapes and dtypes (no values) of the TrainState a run of `config` on `target` has."""
+    optimizer = train.make_optimizer(config)
+    return jax.eval_shape(
+        lambda key: train.create_train_state(config, module, target, optimizer, key),
+        jax.random.PRNGKey(0),
+    )
+
+
+def load_model(workdir: str | os.PathLike, step: int | None = None) -> TrainedRun:
+    """Rebuilds the target and network from `<workdir>/config.json` and restores a checkpoint.
+
+    Args:
+        workdir: a run directory written by `experiments/train.py`.
+        step: which checkpoint; default the latest.
+
+    Raises:
+        CheckpointNotFoundError: no config or no (such) checkpoint.
+        CheckpointError: damaged files.
+    """
+    workdir = pathlib.Path(workdir)
+    if not workdir.is_dir():
+        raise CheckpointNotFoundError(f"run directory {workdir} does not exist")
+    config = load_config(workdir)
+    validate_config(config)
+    target = targets.make_target(config.target.name, **config.target.kwargs.to_dict())
+    module = train.make_model(config, target)
+    state = restore(workdir, abstract_state(config, target, module), step)
+    model = model_lib.AmortizedGMM.from_train_state(state, module, target.context_dim)
+    return TrainedRun(
+        config=config,
+        target=target,
+        model=model,
+        state=state,
+        step=int(state.step),
+        workdir=workdir,
+    )

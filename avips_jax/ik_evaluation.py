@@ -1,0 +1,326 @@
+"""Evaluate any conditional IK model on a fixed test set (design.md §5).
+
+    metrics = evaluate_model(model, target, contexts, key, samples_per_target=250,
+                             refine_fn=refine.refine)
+
+`model` is anything with `sample(key, contexts (T, d_c), n) -> (T, n, d)`; where it has them,
+`log_prob(x (T, n, d), contexts) -> (T, n)` (ELBO, entropy), `sample_with_components` (component
+ids for plots), `weights(contexts) -> (T, K)` (active components) and `num_parameters`.
+`target` is an IK target (targets/ik.py contract): `position_error(x, c)` (m),
+`orientation_error(x, c)` (rad, pose contexts), `log_prob`, `joints(x)`, `robot`, `context`;
+it must be hashable (the targets are frozen dataclasses): it is a static argument of the jitted
+error and density evaluations.
+Refinement-based metrics (success after refinement, MMD against reference solutions from
+refined random seeds) need `refine_fn(robot, q0, position, rotation=None)` (refine.py contract)
+and a target whose x is the robot's joint vector.
+"""
+
+import dataclasses
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from avips_jax import ik_metrics, rotations
+
+# Pose contexts: a sample succeeds when it is within both the position and the angle threshold.
+SUCCESS_RAW_RAD = float(np.deg2rad(2.0))  # IKFlow's headline "within 10 mm and 2 deg"
+SUCCESS_REFINED_RAD = float(np.deg2rad(0.1))
+REFINED_STRICT_M = 1e-4  # the 0.1 mm refinement goal of issue 5
+
+
+@dataclasses.dataclass(frozen=True)
+class Solutions:
+    """Model samples on a test set and their per-sample errors (numpy, host memory).
+
+    Attributes:
+        contexts: (T, d_c).
+        x: (T, n, d) samples.
+        components: (T, n) int slot of each sample, or None if the model has no components.
+        position_error: (T, n) metres.
+        orientation_error: (T, n) radians for pose contexts, else None.
+        log_p: (T, n) target log-density.
+        log_q: (T, n) model log-density, or None if the model has no density.
+    """
+
+    contexts: np.ndarray
+    x: np.ndarray
+    components: np.ndarray | None
+    position_error: np.ndarray
+    orientation_error: np.ndarray | None
+    log_p: np.ndarray
+    log_q: np.ndarray | None
+
+
+def context_kind(target) -> str:
+    """ "position" or "pose" (targets without a `context` attribute are position targets)."""
+    return str(getattr(target, "context", "position"))
+
+
+def target_joints(target, x: chex.Array) -> jax.Array:
+    """The robot joint part of x (..., d) (x itself for targets without `joints`)."""
+    return target.joints(x) if hasattr(target, "joints") else jnp.asarray(x)
+
+
+def joint_limits(target) -> tuple[np.ndarray, np.ndarray]:
+    """(lower, upper) of the robot joints (the target's box if it has no robot)."""
+    robot = getattr(target, "robot", None)
+    if robot is not None:
+        return np.asarray(robot.lower), np.asarray(robot.upper)
+    return np.asarray(target.lower), np.asarray(target.upper)
+
+
+def sample_solutions(model, target, contexts: chex.Array, key: chex.PRNGKey, n: int) -> Solutions:
+    """n samples per context and their errors and densities.
+
+    Raises:
+        ValueError: if the model returns samples of the wrong shape.
+    """
+    contexts = jnp.asarray(contexts)
+    if hasattr(model, "sample_with_components"):
+        x, ids = model.sample_with_components(key, contexts, n)
+    else:
+        x, ids = model.sample(key, contexts, n), None
+    expected = (contexts.shape[0], n, target.dim)
+    if tuple(x.shape) != expected:
+        raise ValueError(f"model.sample returned shape {tuple(x.shape)}, expected {expected}")
+    log_q = model.log_prob(x, contexts) if hasattr(model, "log_prob") else None
+    pos, ori = errors(target, x, contexts)
+    return Solutions(
+        contexts=np.asarray(contexts),
+        x=np.asarray(x),
+        components=None if ids is None else np.asarray(ids),
+        position_error=np.asarray(pos),
+        orientation_error=None if ori is None else np.asarray(ori),
+        log_p=np.asarray(_log_p(target, x, contexts)),
+        log_q=None if log_q is None else np.asarray(log_q),
+    )
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def errors(target, x: chex.Array, contexts: chex.Array):
+    """Position errors (T, n) m and, for pose contexts, orientation errors (T, n) rad (else
+    None) of x (T, n, d) for contexts (T, d_c); one jitted call (the target is hashable)."""
+    c = contexts[:, None, :]
+    pose = context_kind(target) == "pose"
+    return target.position_error(x, c), target.orientation_error(x, c) if pose else None
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _log_p(target, x, contexts):
+    return target.log_prob(x, contexts[:, None, :])
+
+
+def can_refine(target) -> bool:
+    """Whether x is exactly the joint vector of `target.robot` (refinement applies)."""
+    robot = getattr(target, "robot", None)
+    return robot is not None and target.dim == robot.dof
+
+
+def split_contexts(target, contexts: chex.Array) -> tuple[jax.Array, jax.Array | None]:
+    """Goal positions (T, 3) m and, for pose contexts, rotations (T, 3, 3) from (w, x, y, z)."""
+    contexts = jnp.asarray(contexts)
+    if context_kind(target) == "pose":
+        return contexts[:, :3], rotations.quaternion_to_matrix(contexts[:, 3:7])
+    return contexts[:, :3], None
+
+
+def refine_to_contexts(refine_fn, target, q0: chex.Array, contexts: chex.Array) -> jax.Array:
+    """Refines q0 (T, m, dof) towards the goal of each context (T, d_c): -> (T, m, dof)."""
+    position, rotation = split_contexts(target, contexts)
+    rotation = None if rotation is None else rotation[:, None]
+    return refine_fn(target.robot, jnp.asarray(q0), position[:, None], rotation)
+
+
+def reached(target, q: chex.Array, contexts: chex.Array, tol_m: float, tol_rad: float):
+    """Per-sample success mask (T, m) and position errors (T, m) of joint vectors q (T, m, dof)."""
+    pos, ori = jax.device_get(errors(target, jnp.asarray(q), jnp.asarray(contexts)))
+    ok = pos < tol_m
+    if ori is not None:
+        ok &= ori < tol_rad
+    return ok, pos
+
+
+def reference_solutions(target, contexts, key, num_seeds: int, refine_fn):
+    """Reference IK solutions: uniformly random seeds in the joint limits, refined to each goal.
+
+    Returns:
+        q (T, num_seeds, dof) and converged (T, num_seeds) bool (within 1 mm, and 0.1 deg for
+        pose contexts); only converged rows are solutions.
+    """
+    lower, upper = joint_limits(target)
+    shape = (jnp.shape(contexts)[0], num_seeds, lower.size)
+    seeds = jax.random.uniform(key, shape, jnp.float32, lower, upper)
+    q = refine_to_contexts(refine_fn, target, seeds, contexts)
+    ok, _ = reached(target, q, contexts, ik_metrics.SUCCESS_REFINED_M, SUCCESS_REFINED_RAD)
+    return np.asarray(q), ok
+
+
+def accuracy_metrics(target, sol: Solutions) -> dict:
+    """Position/orientation error statistics, raw success rate, joint-limit violations."""
+    out = {
+        f"position_error_{k}": v
+        for k, v in ik_metrics.position_error_stats(sol.position_error).items()
+    }
+    if sol.orientation_error is not None:
+        stats = ik_metrics.orientation_error_stats(sol.orientation_error)
+        out.update({f"orientation_error_{k}": v for k, v in stats.items()})
+    out["success_rate_raw"] = ik_metrics.success_rate(
+        sol.position_error,
+        ik_metrics.SUCCESS_RAW_M,
+        sol.orientation_error,
+        SUCCESS_RAW_RAD if sol.orientation_error is not None else None,
+    )
+    lower, upper = joint_limits(target)
+    q = np.asarray(target_joints(target, sol.x))
+    out["joint_limit_violation_percent"] = ik_metrics.joint_limit_violation_percent(q, lower, upper)
+    if sol.log_q is not None:
+        out["elbo"], out["entropy"] = ik_metrics.elbo_and_entropy(sol.log_p, sol.log_q)
+    return out
+
+
+def diversity_metrics(target, sol: Solutions, radius: float, min_fraction: float) -> dict:
+    """Mean pairwise joint distance and greedy solution clusters among raw successes."""
+    q = jnp.asarray(target_joints(target, sol.x))
+    success = sol.position_error < ik_metrics.SUCCESS_RAW_M
+    min_size = max(1, int(np.ceil(min_fraction * q.shape[1])))
+    counts = np.asarray(ik_metrics.greedy_cluster_counts(q, radius, success, min_size))
+    return {
+        "mean_pairwise_joint_distance": float(np.mean(ik_metrics.mean_pairwise_distance(q))),
+        "clusters_mean": float(np.mean(counts)),
+        "clusters_median": float(np.median(counts)),
+        "cluster_radius": float(radius),
+        "cluster_min_size": min_size,
+    }
+
+
+def refinement_metrics(target, sol: Solutions, key, refine_fn, num_reference, mmd_targets) -> dict:
+    """Success after refinement of the model's samples, and MMD against reference solutions."""
+    q = refine_to_contexts(refine_fn, target, target_joints(target, sol.x), sol.contexts)
+    ok, pos = reached(target, q, sol.contexts, ik_metrics.SUCCESS_REFINED_M, SUCCESS_REFINED_RAD)
+    out = {
+        "success_rate_refined": float(np.mean(ok)),
+        "success_rate_refined_0p1mm": ik_metrics.success_rate(pos, REFINED_STRICT_M),
+    }
+    stats = ik_metrics.position_error_stats(pos)
+    out.update({f"refined_position_error_{k}": v for k, v in stats.items()})
+    out.update(_mmd_metrics(target, sol, key, refine_fn, num_reference, mmd_targets))
+    return out
+
+
+def _mmd_metrics(target, sol: Solutions, key, refine_fn, num_reference, mmd_targets) -> dict:
+    """MMD of the model's samples (and of uniform joints) against reference solutions on the
+    first `mmd_targets` targets; as in IKFlow, each target compares as many model samples as it
+    has converged references (the first ones)."""
+    t = min(mmd_targets, sol.x.shape[0])
+    key_ref, key_uniform = jax.random.split(key)
+    ref, converged = reference_solutions(
+        target, sol.contexts[:t], key_ref, num_reference, refine_fn
+    )
+    model_q = target_joints(target, sol.x[:t])
+    lower, upper = joint_limits(target)
+    uniform = jax.random.uniform(key_uniform, model_q.shape, jnp.float32, lower, upper)
+    x_mask = np.arange(model_q.shape[1])[None, :] < converged.sum(axis=1, keepdims=True)
+    mmd = np.asarray(ik_metrics.mmd_ikflow_batched(model_q, ref, converged, x_mask))
+    mmd_uniform = np.asarray(ik_metrics.mmd_ikflow_batched(uniform, ref, converged, x_mask))
+    usable = np.any(converged, axis=1)  # NaN for targets without a converged reference
+    nan = float("nan")
+    return {
+        "mmd": float(np.mean(mmd[usable])) if usable.any() else nan,
+        "mmd_uniform_baseline": float(np.mean(mmd_uniform[usable])) if usable.any() else nan,
+        "mmd_num_targets": int(usable.sum()),
+        "reference_converged_fraction": float(np.mean(converged)),
+    }
+
+
+def model_metrics(model, contexts, threshold: float = 0.01) -> dict:
+    """Parameter count and, for mixtures, components with weight > threshold per context."""
+    out = {}
+    try:
+        out["num_parameters"] = ik_metrics.parameter_count(model)
+    except TypeError:
+        pass
+    if hasattr(model, "weights"):
+        active = ik_metrics.active_components(model.weights(jnp.asarray(contexts)), threshold)
+        out.update(
+            active_components_mean=float(np.mean(active)),
+            active_components_min=int(np.min(active)),
+            active_components_max=int(np.max(active)),
+        )
+    if hasattr(model, "num_active"):
+        out["num_active_slots"] = int(model.num_active)
+    return out
+
+
+def latency_metrics(model, contexts, key, repeats: int = 3) -> dict:
+    """Best-of-`repeats` sampling times in ms (after a warm-up): one target x 2000 samples, and
+    1000 targets x 250 samples (the test contexts repeated to 1000 rows)."""
+    contexts = np.asarray(contexts)
+    one = jax.device_put(jnp.asarray(contexts[:1]))
+    many = jax.device_put(jnp.asarray(np.resize(contexts, (1000, contexts.shape[1]))))
+    t1 = ik_metrics.best_time(lambda: model.sample(key, one, 2000), repeats)
+    t2 = ik_metrics.best_time(lambda: model.sample(key, many, 250), repeats)
+    return {"latency_1x2000_ms": 1e3 * t1, "latency_1000x250_ms": 1e3 * t2}
+
+
+def evaluate_model(
+    model,
+    target,
+    contexts: chex.Array,
+    key: chex.PRNGKey,
+    *,
+    samples_per_target: int,
+    refine_fn=None,
+    num_reference: int | None = None,
+    mmd_targets: int = 100,
+    cluster_radius: float = 1.0,
+    cluster_min_fraction: float = 0.02,
+    latency: bool = True,
+    return_solutions: bool = False,
+) -> dict | tuple[dict, Solutions]:
+    """All metrics of design.md §5 for one model on one test set, as a flat JSON-ready dict.
+
+    Args:
+        model: see the module docstring.
+        target: the IK target the contexts belong to.
+        contexts: (T, d_c) test contexts.
+        key: PRNG key (sampling, reference seeds, latency).
+        samples_per_target: n samples per context.
+        refine_fn: `refine.refine`-like function; None skips refined success and MMD.
+        num_reference: random seeds per target for the reference solutions (default n).
+        mmd_targets: MMD uses the first this-many test targets (IKFlow used 100).
+        cluster_radius: joint-space radius (rad) of the greedy clustering.
+        cluster_min_fraction: clusters smaller than this share of n are not counted.
+        latency: also time sampling (`latency_metrics`).
+        return_solutions: also return the `Solutions` the metrics were computed from.
+
+    Returns:
+        Keys (bracketed ones only where they apply): num_targets, samples_per_target,
+        position_error_{mean,median,p95}_mm (+ _nonfinite_fraction),
+        [orientation_error_{mean,median,p95}_deg], success_rate_raw (< 1 cm [and 2 deg]),
+        joint_limit_violation_percent, [elbo, entropy] (nats), mean_pairwise_joint_distance,
+        clusters_{mean,median}, cluster_radius, cluster_min_size, [success_rate_refined (< 1 mm
+        [and 0.1 deg]), success_rate_refined_0p1mm, refined_position_error_*_mm, mmd,
+        mmd_uniform_baseline, mmd_num_targets, reference_converged_fraction], [num_parameters],
+        [active_components_{mean,min,max}, num_active_slots], [latency_1x2000_ms,
+        latency_1000x250_ms]. With `return_solutions`, the tuple (metrics, solutions).
+    """
+    contexts = jnp.asarray(contexts)
+    if hasattr(target, "check_contexts"):
+        contexts = target.check_contexts(contexts)
+    key_sample, key_ref, key_latency = jax.random.split(key, 3)
+    solutions = sample_solutions(model, target, contexts, key_sample, samples_per_target)
+    out = {"num_targets": int(contexts.shape[0]), "samples_per_target": int(samples_per_target)}
+    out.update(accuracy_metrics(target, solutions))
+    out.update(diversity_metrics(target, solutions, cluster_radius, cluster_min_fraction))
+    if refine_fn is not None and can_refine(target):
+        num_reference = num_reference or samples_per_target
+        out.update(
+            refinement_metrics(target, solutions, key_ref, refine_fn, num_reference, mmd_targets)
+        )
+    out.update(model_metrics(model, contexts))
+    if latency:
+        out.update(latency_metrics(model, contexts, key_latency))
+    return (out, solutions) if return_solutions else out

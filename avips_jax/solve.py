@@ -1,0 +1,104 @@
+"""Command line IK: sample joint configurations for a target from a trained run.
+
+    python -m avips_jax.solve --workdir=runs/panda --target 0.4 0.1 0.6 -n 20 [--refine]
+    python -m avips_jax.solve --workdir=runs/panda_pose --target 0.4 0.1 0.6 1 0 0 0 -n 5
+
+Prints one table per target: the joint vector of every sample (rad, in `robot.joint_names`
+order) and its position error (mm; plus the orientation error in degrees for pose-trained runs).
+`--target` may be repeated. Bad input (unknown or damaged run directory, a target of the wrong
+length, NaN, outside the workspace) ends with a one-line `error: ...` on stderr and exit code 1;
+argument syntax errors exit with 2 (argparse).
+"""
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import jax
+import numpy as np
+
+from avips_jax.kinematics import errors as kinematics_errors
+from avips_jax.solver import IKSolver
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m avips_jax.solve",
+        description="Sample IK solutions from a trained avips_jax run.",
+    )
+    parser.add_argument("--workdir", required=True, help="run directory (experiments/train.py)")
+    parser.add_argument(
+        "--target",
+        required=True,
+        action="append",
+        nargs="+",
+        type=float,
+        metavar="V",
+        help="x y z (m) [qw qx qy qz for pose-trained runs]; repeat for several targets",
+    )
+    parser.add_argument("-n", "--num-samples", type=int, default=20, help="samples per target")
+    parser.add_argument("--refine", action="store_true", help="Levenberg-Marquardt refinement")
+    parser.add_argument("--seed", type=int, default=0, help="PRNG seed")
+    parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    return parser
+
+
+def format_table(solver: IKSolver, target: np.ndarray, q: np.ndarray) -> str:
+    """The table of one target's samples q (n, dof): joints (rad) and errors."""
+    errors = {"pos_err_mm": 1e3 * np.asarray(solver.target.position_error(q, target[None]))}
+    if solver.context == "pose":
+        angle = solver.target.orientation_error(q, target[None])
+        errors["rot_err_deg"] = np.degrees(np.asarray(angle))
+    header = [f"{f'q{i + 1}':>8s}" for i in range(q.shape[-1])] + [f"{k:>11s}" for k in errors]
+    lines = [
+        f"target {np.array2string(target, precision=4, separator=', ')}",
+        "   # " + " ".join(header),
+    ]
+    for i, row in enumerate(q):
+        cells = [f"{a:8.4f}" for a in row] + [f"{v[i]:11.4f}" for v in errors.values()]
+        lines.append(f"{i:4d} " + " ".join(cells))
+    pos = errors["pos_err_mm"]
+    lines.append(f"position error (mm): median {np.median(pos):.4f}, max {np.max(pos):.4f}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> None:
+    """Loads the run, samples and prints (exceptions propagate)."""
+    solver = IKSolver.load(args.workdir, args.step)
+    d_c = solver.target.context_dim
+    for values in args.target:
+        if len(values) != d_c:
+            raise ValueError(
+                f"--target needs {d_c} values for this {solver.context}-trained run "
+                f"({'x y z' if d_c == 3 else 'x y z qw qx qy qz'}), got {len(values)}: {values}"
+            )
+    targets = solver.check_targets(np.array(args.target))
+    q = np.asarray(
+        solver.sample(jax.random.key(args.seed), targets, args.num_samples, refine=args.refine)
+    )
+    robot = solver.robot
+    print(
+        f"run {args.workdir} ({robot.name}, {solver.context} contexts, "
+        f"{'refined' if args.refine else 'raw'} samples); joints q1..q{robot.dof} = "
+        + ", ".join(robot.joint_names)
+    )
+    for target, q_target in zip(targets, q, strict=True):
+        print(format_table(solver, target, q_target))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code."""
+    args = _parser().parse_args(argv)
+    if args.num_samples < 1:
+        _parser().error(f"-n must be >= 1, got {args.num_samples}")
+    try:
+        run(args)
+    except (ValueError, FileNotFoundError, kinematics_errors.KinematicsError) as err:
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

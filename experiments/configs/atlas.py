@@ -1,0 +1,14 @@
+"""IK on Atlas 2013, back + left arm (9 DOF, `l_hand` position contexts).
+
+Usage: `--config=experiments/configs/atlas.py` (preset "quick", the default) or
+`atlas.py:full`; override fields with e.g. `--config.train.num_steps=500` or
+`--config.target.kwargs.context=pose`.
+"""
+
+import ml_collections
+
+from experiments.configs import common
+
+
+def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
+    return common.ik_config("atlas", preset)

@@ -1,0 +1,25 @@
+"""TALOS whole-body IK (34-D: 28 joints, base xyz, base rpy; context = left-gripper xyz).
+
+The target (algorithm.md §8.6): joint limits, centre of mass over the support, both feet flat at
+their stances, left gripper at the context. Usage: `--config=experiments/configs/talos.py`
+(preset "quick") or `talos.py:full`.
+"""
+
+import ml_collections
+
+from experiments.configs import common
+
+
+def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
+    common.check_preset(preset)
+    c = common.ik_config("talos", preset)
+    c.target.name = "talos"
+    # The target's other settings keep their defaults (robots.md); override any field of
+    # avips_jax.targets.TalosWholeBody with --config.target.kwargs.<field> after adding it here.
+    c.target.kwargs = ml_collections.ConfigDict()
+    c.target.kwargs.gripper_std = 0.02  # metres: the left-gripper likelihood width
+    c.model.init_std = 0.3
+    if preset == "quick":
+        c.train.batch_contexts = 16
+        c.train.samples_per_component = 4
+    return c

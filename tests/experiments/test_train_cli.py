@@ -1,0 +1,173 @@
+"""`python -m experiments.train`: the run directory, kill-and-resume, refusals with exit code 1.
+
+One real CLI run (a subprocess, toy target, tiny networks, 8 steps) is shared by the tests; a
+second run in this process is killed after step 5 and resumed, and must end bit-identical to it.
+Both compile with `jax_disable_most_optimizations` (the same numerics in both processes).
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing import event_accumulator
+
+from avips_jax import checkpoint, fit
+from experiments import train
+from experiments.configs import toy as toy_configs
+
+pytestmark = pytest.mark.usefixtures("fast_compiles")
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+SPEC = "moving_gmm,test"  # 8 steps, checkpoints every 4, logs every step
+LOGGED = (
+    "elbo",
+    "entropy",
+    "ess",
+    "num_active",
+    "eps_mean_mean",
+    "eps_mean_min",
+    "eps_mean_max",
+    "eps_cov_mean",
+    "eps_cov_min",
+    "eps_cov_max",
+    "step_time_ms",
+    "wall_time_s",
+)
+DETERMINISTIC = ("loss", "elbo", "entropy", "ess", "num_active", "eps_mean_mean", "eps_cov_max")
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    cmd = [sys.executable, "-m", "experiments.train", "--noprogress", *args]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _snapshot(workdir: pathlib.Path) -> dict:
+    """Every file under workdir with its size and modification time."""
+    return {
+        str(p.relative_to(workdir)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(workdir.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _history(workdir: pathlib.Path) -> list[dict]:
+    lines = (workdir / train.HISTORY_FILE).read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def _final_state(workdir: pathlib.Path):
+    return checkpoint.load_model(workdir).state
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> pathlib.Path:
+    workdir = tmp_path_factory.mktemp("cli") / "run"
+    proc = _cli(f"--config=experiments/configs/toy.py:{SPEC}", f"--workdir={workdir}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "done:" in proc.stdout
+    return workdir
+
+
+def test_cli_writes_config_checkpoints_history_and_tensorboard(finished_run):
+    config = toy_configs.get_config(SPEC)
+    saved = json.loads((finished_run / "config.json").read_text())
+    assert saved == checkpoint.config_to_dict(config)
+    assert checkpoint.all_steps(finished_run) == [4, 8]  # every 4 steps and at the end
+    history = _history(finished_run)
+    assert [h["step"] for h in history] == list(range(1, 9))
+    for entry in history:
+        missing = [k for k in LOGGED if k not in entry]
+        assert not missing, missing
+        assert np.isfinite(entry["elbo"]) and entry["eps_mean_min"] <= entry["eps_mean_max"]
+    # The final checkpoint's records hold the same history.
+    records = checkpoint.restore_records(finished_run)
+    assert [h["elbo"] for h in records["history"]] == [h["elbo"] for h in history]
+    acc = event_accumulator.EventAccumulator(str(finished_run / train.TENSORBOARD_DIR))
+    acc.Reload()
+    for key in ("elbo", "entropy", "eps_cov_max", "step_time_ms"):
+        events = acc.Scalars(f"train/{key}")
+        assert [e.step for e in events] == list(range(1, 9))
+        np.testing.assert_allclose([e.value for e in events], [h[key] for h in history], rtol=1e-6)
+
+
+class _Killed(Exception):
+    pass
+
+
+def _kill_after_step_5(report: fit.StepReport) -> None:
+    if report.step == 5:
+        raise _Killed
+
+
+def test_killed_run_resumes_to_the_uninterrupted_result(finished_run, tmp_path):
+    config = toy_configs.get_config(SPEC)
+    with pytest.raises(_Killed):
+        train.train_and_checkpoint(config, tmp_path, progress=False, on_step=_kill_after_step_5)
+    assert checkpoint.latest_step(tmp_path) == 4
+    assert [h["step"] for h in _history(tmp_path)] == [1, 2, 3, 4, 5]
+    result = train.train_and_checkpoint(config, tmp_path, progress=False)
+    assert int(result.state.step) == 8
+    expected, resumed = _final_state(finished_run), _final_state(tmp_path)
+    flat = jax.tree_util.tree_flatten_with_path(expected)[0]
+    leaves = zip(flat, jax.tree.leaves(resumed), jax.tree.leaves(result.state), strict=True)
+    for (path, a), b, c in leaves:
+        np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
+        np.testing.assert_array_equal(a, c, err_msg=jax.tree_util.keystr(path))
+    # The history was cut back to the checkpoint (step 5 logged once) and continued identically.
+    uninterrupted, continued = _history(finished_run), _history(tmp_path)
+    assert [h["step"] for h in continued] == list(range(1, 9))
+    for key in DETERMINISTIC:
+        assert [h[key] for h in continued] == [h[key] for h in uninterrupted], key
+    assert result.events == checkpoint.restore_records(finished_run)["events"]
+
+
+def test_finished_run_is_left_alone(finished_run, capsys):
+    before = _snapshot(finished_run)
+    assert train.train_and_checkpoint(toy_configs.get_config(SPEC), finished_run) is None
+    assert "complete" in capsys.readouterr().out
+    assert _snapshot(finished_run) == before
+
+
+def test_other_config_is_refused_and_nothing_is_overwritten(finished_run):
+    before = _snapshot(finished_run)
+    proc = _cli(
+        f"--config=experiments/configs/toy.py:{SPEC}",
+        f"--workdir={finished_run}",
+        "--config.train.num_steps=9",
+        "--config.model.init_std=1.5",
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "train.num_steps: saved 8, given 9" in proc.stderr
+    assert "model.init_std: saved 2.0, given 1.5" in proc.stderr
+    assert _snapshot(finished_run) == before
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--config.train.nope=1",), "train has no key 'nope'"),
+        (("--config.trian.num_steps=1",), "config has no key 'trian'"),
+        (("--config.target.name=nope",), "unknown target 'nope'"),
+        (("--config.train.batch_contexts=0",), "train.batch_contexts must be >= 1"),
+    ],
+)
+def test_bad_config_fails_with_a_clear_message_and_writes_nothing(tmp_path, args, message):
+    workdir = tmp_path / "run"
+    proc = _cli(f"--config=experiments/configs/toy.py:{SPEC}", f"--workdir={workdir}", *args)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert message in proc.stderr
+    assert not workdir.exists()
+
+
+def test_unknown_preset_fails(tmp_path):
+    proc = _cli("--config=experiments/configs/panda.py:huge", f"--workdir={tmp_path / 'run'}")
+    assert proc.returncode == 1
+    assert "unknown preset 'huge'; choose one of quick, full" in proc.stderr
