@@ -71,7 +71,7 @@ def ik_config(
         c.model.initial_components = 4
         c.model.component_hidden = (128, 128)
         c.model.gate_hidden = (64, 64)
-        c.train.num_steps = 4000
+        c.train.num_steps = 10_000
         c.train.batch_contexts = 64
         c.train.samples_per_component = 4
         c.train.component_lr = 3e-3
