@@ -251,7 +251,8 @@ def restore_records(workdir: str | os.PathLike, step: int | None = None) -> dict
     return dict(records or {})
 
 
-def _write_atomic(path: pathlib.Path, text: str) -> None:
+def write_atomic(path: pathlib.Path, text: str) -> None:
+    """Writes `text` to `path` through a temporary file renamed over it (never half-written)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -271,7 +272,7 @@ def config_to_dict(config: ml_collections.ConfigDict) -> dict:
 def save_config(workdir: str | os.PathLike, config: ml_collections.ConfigDict) -> pathlib.Path:
     """Writes `<workdir>/config.json` atomically and returns its path."""
     path = pathlib.Path(workdir) / CONFIG_FILE
-    _write_atomic(path, json.dumps(config_to_dict(config), indent=2, sort_keys=True) + "\n")
+    write_atomic(path, json.dumps(config_to_dict(config), indent=2, sort_keys=True) + "\n")
     return path
 
 

@@ -15,7 +15,6 @@ import logging
 import os
 import pathlib
 import sys
-import tempfile
 
 import jax
 import numpy as np
@@ -193,14 +192,7 @@ def _json_value(value):
 def write_metrics(path: pathlib.Path, metrics: dict) -> None:
     """Writes metrics as JSON atomically (a temporary file renamed over `path`)."""
     text = json.dumps({k: _json_value(v) for k, v in metrics.items()}, indent=2) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
+    checkpoint.write_atomic(path, text)
 
 
 def format_table(metrics: dict) -> str:
