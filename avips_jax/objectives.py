@@ -57,7 +57,7 @@ def project_mixture(
     old: gmm.GMMParams,
     active: chex.Array,
     eps_mean: chex.Array,
-    eps_cov: chex.Array,
+    eps_cov: chex.Array | None,
     eps_weights: float | None = None,
 ) -> gmm.GMMParams:
     """Projects every (context, slot) Gaussian of `pred` into the KL trust region around `old`.
@@ -66,15 +66,21 @@ def project_mixture(
         pred: network output at the current parameters, (B, K) slots.
         old: network output at the previous parameters on the same contexts (treated as constant).
         active: (K,) bool mask.
-        eps_mean, eps_cov: (K,) per-slot bounds (nats), shared over contexts.
+        eps_mean, eps_cov: (K,) per-slot bounds (nats), shared over contexts; eps_cov None
+            projects the means only (the covariances stay the network's).
         eps_weights: bound on KL(w* || w_old) per context, or None to leave the weights free.
 
     Returns:
         The projected GMMParams (same shapes).
     """
-    means, chols = projection.project_gaussian(
-        pred.means, pred.chols, old.means, old.chols, eps_mean[None, :], eps_cov[None, :]
-    )
+    if eps_cov is None:
+        old_mean, old_chol = jax.lax.stop_gradient((old.means, old.chols))
+        means = projection.project_mean(pred.means, old_mean, old_chol, eps_mean[None, :])
+        chols = pred.chols
+    else:
+        means, chols = projection.project_gaussian(
+            pred.means, pred.chols, old.means, old.chols, eps_mean[None, :], eps_cov[None, :]
+        )
     logits = pred.logits
     if eps_weights is not None:
         logits = projection.project_categorical(logits, old.logits, eps_weights, mask=active)
@@ -218,6 +224,30 @@ def vips_loss(
         target_finite=jnp.mean(finite & active[None, None, :]) / jnp.mean(active),
     )
     return loss, aux
+
+
+def own_sample_objective(
+    params: gmm.GMMParams, active: chex.Array, x: chex.Array, log_p: chex.Array
+) -> chex.Array:
+    """J_k = mean_b [log w_k + mean_s (log p(x) - log q(x))] from component k's own samples.
+
+    The quantity whose paired change (same contexts, same noise) drives the adaptive trust
+    regions. No gradient.
+
+    Args:
+        params: the mixture the samples came from.
+        active: (K,) bool mask.
+        x: (S, B, K, d) samples of every component.
+        log_p: (S, B, K) target log-density at x.
+
+    Returns:
+        (K,) objective, 0 on inactive slots, NaN where a target value is not finite.
+    """
+    params, x = jax.lax.stop_gradient((params, x))
+    log_q = gmm.per_component_sample_log_prob(params, active, x)  # (S, B, K)
+    rewards = jnp.mean(log_p - log_q, axis=0)  # (B, K)
+    log_w = jnp.where(active, gmm.log_weights(params, active), 0.0)
+    return jnp.where(active, jnp.mean(log_w + rewards, axis=0), 0.0)
 
 
 def elbo_estimate(

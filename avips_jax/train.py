@@ -145,20 +145,24 @@ def _all_finite(tree) -> chex.Array:
 def make_loss_fn(
     config: ml_collections.ConfigDict, module: networks.ConditionalGMM, target: Target
 ) -> Callable:
-    """loss(params, slots, old, active, trust_region, contexts, key) -> (loss, LossAux)."""
+    """loss(params, slots, old, active, trust_region, contexts, key) -> (loss, (LossAux, paired)).
+
+    `paired` is None, or (J_new, J_old) (K,) each: the per-slot objective of the projected model
+    and of the old model on the same contexts and noise (`trust_region.paired`).
+    """
     p, t = config.projection, config.train
     eps_weights = p.eps_weights if p.enabled and p.eps_weights > 0 else None
+    paired_tr = p.enabled and config.trust_region.adaptive and config.trust_region.paired
 
     def loss_fn(params, slots, old, active, tr, contexts, key):
         pred = module.apply({"params": params, networks.SLOTS: slots}, contexts)
         proj = pred
         if p.enabled:
-            proj = objectives.project_mixture(
-                pred, old, active, tr.eps_mean, tr.eps_cov, eps_weights
-            )
+            eps_cov = tr.eps_cov if p.covariance else None
+            proj = objectives.project_mixture(pred, old, active, tr.eps_mean, eps_cov, eps_weights)
         x = gmm.sample_components(proj, key, t.samples_per_component)
         log_p = target.log_prob(x, contexts[None, :, None, :])
-        return objectives.vips_loss(
+        loss, aux = objectives.vips_loss(
             proj,
             pred,
             active,
@@ -169,6 +173,16 @@ def make_loss_fn(
             pooled_rewards=config.sir.enabled,
             regression_direction=p.regression_direction,
         )
+        paired = None
+        if paired_tr:
+            # The old model on the same contexts with the same noise (common random numbers).
+            x_old = gmm.sample_components(old, key, t.samples_per_component)
+            log_p_old = target.log_prob(x_old, contexts[None, :, None, :])
+            paired = (
+                objectives.own_sample_objective(proj, active, x, log_p),
+                objectives.own_sample_objective(old, active, x_old, log_p_old),
+            )
+        return loss, (aux, paired)
 
     return loss_fn
 
@@ -193,7 +207,7 @@ def make_train_step(
         old_vars = {"params": state.old_params, networks.SLOTS: state.slots}
         old = jax.lax.stop_gradient(module.apply(old_vars, contexts))
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-        (loss, aux), grads = grad_fn(
+        (loss, (aux, paired)), grads = grad_fn(
             state.params, state.slots, old, state.active, state.trust_region, contexts, sample_key
         )
         contexts_ok = jnp.all(jnp.isfinite(contexts))
@@ -204,8 +218,9 @@ def make_train_step(
         if adaptive:
             tr = trust_region.update_trust_region(
                 tr,
-                aux.component_objective,
+                aux.component_objective if paired is None else paired[0],
                 state.active,
+                baseline=None if paired is None else paired[1],
                 grow=tr_cfg.grow,
                 shrink=tr_cfg.shrink,
                 min_eps_mean=tr_cfg.min_eps_mean,

@@ -77,6 +77,7 @@ def update_trust_region(
     objective: chex.Array,
     active: chex.Array,
     *,
+    baseline: chex.Array | None = None,
     grow: float = 1.1,
     shrink: float = 0.5,
     min_eps_mean: float = 1e-4,
@@ -90,6 +91,11 @@ def update_trust_region(
       state: current state, fields of shape (K,).
       objective: this update's objective per slot, (K,), larger is better.
       active: bool mask of slots in use, (K,); inactive slots are unchanged.
+      baseline: optional (K,) objective of the model before the update on the SAME contexts and
+        samples; if given, "improved" means objective > baseline (a paired comparison) instead
+        of objective > the value recorded at the previous update (which, with fresh contexts every
+        step, compares two different batches: a coin flip whose 1.15 / 0.85 drift drove the
+        bounds to their minimum on the IK targets).
       grow: factor (>= 1) applied on improvement.
       shrink: factor in (0, 1] applied otherwise.
       min_eps_mean, max_eps_mean: limits of eps_mean (defaults: 1e-3x / 10x the thesis 0.1).
@@ -103,6 +109,8 @@ def update_trust_region(
     """
     shape = state.eps_mean.shape
     objective, active = jnp.asarray(objective), jnp.asarray(active)
+    if baseline is not None and jnp.shape(baseline) != shape:
+        raise ValueError(f"baseline {jnp.shape(baseline)} must have shape {shape}")
     if objective.shape != shape or active.shape != shape:
         raise ValueError(
             f"objective {objective.shape} and active {active.shape} must have shape {shape}"
@@ -114,9 +122,10 @@ def update_trust_region(
     )
     active = active.astype(bool)
     objective = objective.astype(state.last_objective.dtype)
-    has_history = jnp.isfinite(state.last_objective)
+    reference = state.last_objective if baseline is None else jnp.asarray(baseline, objective.dtype)
+    has_history = jnp.isfinite(reference)
     finite = jnp.isfinite(objective)
-    improved = finite & (objective > state.last_objective)
+    improved = finite & (objective > reference)
     factor = jnp.where(improved, grow, shrink).astype(state.eps_mean.dtype)
     adapt = active & has_history
     eps_mean = jnp.clip(state.eps_mean * factor, min_eps_mean, max_eps_mean)

@@ -29,10 +29,14 @@ _OUT = flags.DEFINE_string("out", "results/ablation_toy.md", "Markdown file to w
 _SEED = flags.DEFINE_integer("seed", 0, "Training seed.")
 _CONTEXTS = flags.DEFINE_integer("eval_contexts", 32, "Held-out contexts.")
 
-# (name, config field, value): each row switches one technique off.
+# (name, config field, value): each row switches one technique off (or, for the covariance
+# projection, flips the target config's choice: the planar config projects means only).
 VARIANTS = (
     ("full aVIPS", None, None),
     ("no projection", "projection.enabled", False),
+    ("means-only projection", "projection.covariance", False),
+    ("with covariance projection", "projection.covariance", True),
+    ("unpaired trust-region test", "trust_region.paired", False),
     ("no adaptive trust region", "trust_region.adaptive", False),
     ("no SIR", "sir.enabled", False),
     ("no adding", "components.add", False),

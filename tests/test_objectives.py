@@ -123,3 +123,49 @@ def test_regression_term_is_kl_from_projection_to_prediction():
     mean_part = projection.mean_kl_part(proj.means, old.means, old.chols)
     cov_part = projection.cov_kl_part(proj.chols, old.chols)
     assert np.all(mean_part <= 0.05 * (1 + 1e-3)) and np.all(cov_part <= 0.005 * (1 + 1e-2))
+
+
+def test_own_sample_objective_matches_numpy():
+    active = jnp.array([1, 0, 1, 1], bool)
+    params = _random_params(jax.random.PRNGKey(21))
+    x = gmm.sample_components(params, jax.random.PRNGKey(22), S)  # (S, B, K, D)
+    log_p = _target_log_prob(x)
+    got = np.asarray(objectives.own_sample_objective(params, active, x, log_p))
+    # Independent: scipy-free NumPy mixture density at every sample.
+    means, chols = np.asarray(params.means, np.float64), np.asarray(params.chols, np.float64)
+    logits = np.where(np.asarray(active), np.asarray(params.logits, np.float64), -np.inf)
+    log_w = (
+        logits
+        - np.log(np.sum(np.exp(logits - logits.max(-1, keepdims=True)), -1))[:, None]
+        - logits.max(-1, keepdims=True)
+    )
+    xs = np.asarray(x, np.float64)
+    expected = np.zeros(K)
+    for k in np.flatnonzero(np.asarray(active)):
+        vals = []
+        for b in range(B):
+            log_q = []
+            for j in np.flatnonzero(np.asarray(active)):
+                cov = chols[b, j] @ chols[b, j].T
+                diff = xs[:, b, k] - means[b, j]
+                maha = np.einsum("si,ij,sj->s", diff, np.linalg.inv(cov), diff)
+                log_n = -0.5 * (maha + np.log(np.linalg.det(cov)) + D * np.log(2 * np.pi))
+                log_q.append(log_w[b, j] + log_n)
+            log_q = np.logaddexp.reduce(np.stack(log_q), axis=0)
+            vals.append(log_w[b, k] + np.mean(np.asarray(log_p)[:, b, k] - log_q))
+        expected[k] = np.mean(vals)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    assert got[1] == 0.0
+
+
+def test_means_only_projection_keeps_the_network_covariances():
+    active = jnp.ones(K, bool)
+    pred = _random_params(jax.random.PRNGKey(31))
+    old = _random_params(jax.random.PRNGKey(32))
+    eps = jnp.full((K,), 0.05)
+    proj = objectives.project_mixture(pred, old, active, eps, None)
+    np.testing.assert_array_equal(proj.chols, pred.chols)
+    parts = projection.mean_kl_part(proj.means, old.means, old.chols)
+    assert np.all(np.asarray(parts) <= 0.05 * (1 + 1e-4))
+    full = objectives.project_mixture(pred, old, active, eps, eps)
+    np.testing.assert_allclose(proj.means, full.means, rtol=1e-5, atol=1e-6)

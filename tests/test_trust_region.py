@@ -116,3 +116,23 @@ def test_update_is_jittable_and_validates():
         tr.update_trust_region(state, obj, active, shrink=1.5)
     with pytest.raises(ValueError, match="0 < min <= max for eps_cov"):
         tr.update_trust_region(state, obj, active, min_eps_cov=0.5, max_eps_cov=0.1)
+
+
+def test_paired_baseline_decides_without_history():
+    """With a baseline (the old model on the same batch) the first update already adapts, and
+    'improved' means objective > baseline, whatever the previous step recorded."""
+    state = tr.init_trust_region(4, 0.1, 0.01)
+    active = jnp.array([True, True, True, False])
+    obj = jnp.array([1.0, 1.0, 1.0, 9.0])
+    base = jnp.array([0.5, 1.0, jnp.nan, 0.0])  # better, tie, no baseline, inactive
+    new = tr.update_trust_region(state, obj, active, baseline=base, grow=1.5, shrink=0.5, **LIMITS)
+    np.testing.assert_allclose(new.eps_mean, [0.15, 0.05, 0.1, 0.1], rtol=1e-6)
+    np.testing.assert_allclose(new.eps_cov, [0.015, 0.005, 0.01, 0.01], rtol=1e-6)
+    # A recorded history is ignored when a baseline is given: 1.0 > 0.0 grows although 1.0 is not
+    # above the recorded 1.0.
+    again = tr.update_trust_region(
+        new, obj, active, baseline=jnp.zeros(4), grow=1.5, shrink=0.5, **LIMITS
+    )
+    np.testing.assert_allclose(again.eps_mean[:2], [0.2, 0.075], rtol=1e-6)
+    with pytest.raises(ValueError, match=r"baseline \(3,\) must have shape \(4,\)"):
+        tr.update_trust_region(state, obj, active, baseline=jnp.zeros(3))
