@@ -8,11 +8,16 @@ Every technique of the method is one switch, so that an ablation is one flag:
 
 import ml_collections
 
+GMM_METHODS = ("avips", "vanilla_gmm")
+
 
 def default_config() -> ml_collections.ConfigDict:
     """All settings of a training run, with their defaults."""
     c = ml_collections.ConfigDict()
     c.seed = 0
+    # "avips", or the baseline "vanilla_gmm" (plain reparameterised ELBO gradients; validate_config
+    # requires projection, adaptive trust regions, SIR, adding and removal off for it).
+    c.method = "avips"
 
     c.target = ml_collections.ConfigDict()
     c.target.name = "moving_gmm"
@@ -115,6 +120,24 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         ValueError: naming the offending field.
     """
     m, t = config.model, config.train
+    if config.method not in GMM_METHODS:
+        raise ValueError(f"method must be one of {GMM_METHODS}, got {config.method!r}.")
+    if config.method == "vanilla_gmm":
+        on = [
+            name
+            for name, value in (
+                ("projection.enabled", config.projection.enabled),
+                ("sir.enabled", config.sir.enabled),
+                ("components.add", config.components.add),
+                ("components.remove", config.components.remove),
+            )
+            if value
+        ]
+        if on:
+            raise ValueError(
+                f"method 'vanilla_gmm' trains without aVIPS's techniques; switch off {on} "
+                "(experiments/configs/common.py: as_vanilla_gmm)."
+            )
     if not 1 <= m.initial_components <= m.num_components:
         raise ValueError(
             f"model.initial_components={m.initial_components} must be in "

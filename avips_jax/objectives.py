@@ -226,6 +226,46 @@ def vips_loss(
     return loss, aux
 
 
+def vanilla_elbo_loss(
+    params: gmm.GMMParams, active: chex.Array, x: chex.Array, log_p: chex.Array
+) -> tuple[chex.Array, LossAux]:
+    """The vanilla-GMM baseline: -ELBO with plain reparameterised gradients.
+
+    ELBO(c) = sum_k w_k(c) E_{q_k}[log p(x|c) - log q(x|c)], the sum over components exact and
+    each expectation reparameterised (x = mu_k + L_k eps); every term carries its gradient (the
+    weights, the sample path and the mixture density). No projection, no trust region, no
+    responsibility decomposition.
+
+    Args:
+        params: network output (B, K) slots; differentiable.
+        active: (K,) bool mask.
+        x: (S, B, K, d) reparameterised samples of every component (gradient path kept).
+        log_p: (S, B, K) target log-density at x.
+
+    Returns:
+        (scalar loss = -mean_b ELBO, LossAux).
+    """
+    s, b, k, _ = x.shape
+    chex.assert_shape(log_p, (s, b, k))
+    finite = jnp.isfinite(log_p)
+    log_q = gmm.per_component_sample_log_prob(params, active, x)  # (S, B, K)
+    rewards = jnp.where(active, jnp.mean(jnp.where(finite, log_p, 0.0) - log_q, axis=0), 0.0)
+    log_w = gmm.log_weights(params, active)
+    w = jnp.where(active, jnp.exp(log_w), 0.0)
+    elbo = jnp.sum(w * rewards, axis=-1)  # (B,)
+    sg = jax.lax.stop_gradient
+    aux = LossAux(
+        elbo=sg(elbo),
+        rewards=sg(rewards),
+        component_objective=jnp.zeros((k,), x.dtype),
+        log_weights=sg(log_w),
+        regression=jnp.zeros((), x.dtype),
+        ess=jnp.full((b,), s * jnp.sum(active), dtype=x.dtype),
+        target_finite=jnp.mean(finite & active[None, None, :]) / jnp.mean(active),
+    )
+    return -jnp.mean(elbo), aux
+
+
 def own_sample_objective(
     params: gmm.GMMParams, active: chex.Array, x: chex.Array, log_p: chex.Array
 ) -> chex.Array:

@@ -156,6 +156,11 @@ def make_loss_fn(
 
     def loss_fn(params, slots, old, active, tr, contexts, key):
         pred = module.apply({"params": params, networks.SLOTS: slots}, contexts)
+        if config.method == "vanilla_gmm":
+            x = gmm.sample_components(pred, key, t.samples_per_component)
+            log_p = target.log_prob(x, contexts[None, :, None, :])
+            loss, aux = objectives.vanilla_elbo_loss(pred, active, x, log_p)
+            return loss, (aux, None)
         proj = pred
         if p.enabled:
             eps_cov = tr.eps_cov if p.covariance else None

@@ -93,3 +93,23 @@ def test_split_spec():
         common.split_spec("a,b", presets, "quick")
     with pytest.raises(ValueError, match="must be"):
         common.split_spec("quick,full", presets, "quick")
+
+
+def test_method_variants_of_the_robot_configs():
+    from avips_jax.config import validate_config
+
+    vanilla = common.ik_config("panda", "quick,vanilla_gmm")
+    validate_config(vanilla)
+    assert vanilla.method == "vanilla_gmm" and not vanilla.projection.enabled
+    assert vanilla.model.initial_components == vanilla.model.num_components
+    single = common.ik_config("panda", "full,single_gaussian")
+    assert single.model.num_components == 1 and single.projection.enabled
+    assert not common.ik_config("panda", "quick,single_gaussian_noproj").projection.enabled
+    with pytest.raises(ValueError, match="unknown method 'gan2'"):
+        common.ik_config("panda", "quick,gan2")
+    vanilla.projection.enabled = True
+    with pytest.raises(ValueError, match=r"switch off \['projection.enabled'\]"):
+        validate_config(vanilla)
+    vanilla.method = "vips"
+    with pytest.raises(ValueError, match="method must be one of"):
+        validate_config(vanilla)

@@ -1,0 +1,65 @@
+"""The protocol every baseline trainer follows, so that one loop, one checkpoint format and one
+evaluation serve them all.
+
+    trainer = make_trainer(config, target)        # e.g. baselines.flow.make_trainer
+    state = trainer.init(jax.random.PRNGKey(config.seed))
+    for t in range(num_steps):
+        contexts = target.sample_contexts(jax.random.fold_in(loop_key, t), batch)
+        state, metrics = trainer.step(state, contexts)   # one jitted call; scalar metrics
+    model = trainer.model(state)                  # .sample(key, contexts (T, d_c), n) -> (T, n, d)
+                                                  # .log_prob(x (T, n, d), contexts) -> (T, n)
+                                                  #   (only where `model.has_density`)
+                                                  # .num_parameters
+
+`BaselineState` holds everything that changes during training (a flax.struct pytree, saved whole
+by `avips_jax.checkpoint`); a trainer's networks, optimiser and config are static.
+"""
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import chex
+import flax
+
+Metrics = dict[str, chex.Array]
+
+
+@flax.struct.dataclass
+class BaselineState:
+    """Training state of a baseline.
+
+    Attributes:
+        step: () int32 steps taken.
+        params: trainable parameters (any pytree; e.g. {"generator": ..., "discriminator": ...}).
+        opt_state: optax state(s) matching `params`.
+        key: PRNG key for the next step.
+        num_skipped: () int32 steps skipped because of non-finite loss or gradients.
+    """
+
+    step: chex.Array
+    params: Any
+    opt_state: Any
+    key: chex.PRNGKey
+    num_skipped: chex.Array
+
+
+class SamplingModel(Protocol):
+    """What `evaluate` needs from a trained model (see `avips_jax.model.AmortizedGMM`)."""
+
+    has_density: bool
+    num_parameters: int
+
+    def sample(self, key: chex.PRNGKey, contexts: chex.Array, n: int) -> chex.Array: ...
+
+    def log_prob(self, x: chex.Array, contexts: chex.Array) -> chex.Array: ...
+
+
+@flax.struct.dataclass
+class Trainer:
+    """init / step / model of one baseline (all pure; `step` is jitted)."""
+
+    init: Callable[[chex.PRNGKey], BaselineState] = flax.struct.field(pytree_node=False)
+    step: Callable[[BaselineState, chex.Array], tuple[BaselineState, Metrics]] = flax.struct.field(
+        pytree_node=False
+    )
+    model: Callable[[BaselineState], SamplingModel] = flax.struct.field(pytree_node=False)
