@@ -29,8 +29,8 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from avips_jax import baselines, networks, targets, train
 from avips_jax import model as model_lib
-from avips_jax import networks, targets, train
 from avips_jax.config import validate_config
 
 logger = logging.getLogger(__name__)
@@ -57,15 +57,15 @@ class TrainedRun:
     Attributes:
         config: the run's resolved config.
         target: the target built from `config.target`.
-        model: the conditional mixture at `step`.
-        state: the full TrainState at `step`.
+        model: the trained model at `step` (`model.AmortizedGMM`, or a baseline's model).
+        state: the full training state at `step`.
         step: the checkpoint's step (train steps taken).
         workdir: the run directory.
     """
 
     config: ml_collections.ConfigDict
     target: targets.Target
-    model: model_lib.AmortizedGMM
+    model: Any
     state: train.TrainState
     step: int
     workdir: pathlib.Path
@@ -329,9 +329,16 @@ def config_differences(
 
 
 def abstract_state(
-    config: ml_collections.ConfigDict, target: targets.Target, module: networks.ConditionalGMM
-) -> train.TrainState:
-    """Shapes and dtypes (no values) of the TrainState a run of `config` on `target` has."""
+    config: ml_collections.ConfigDict,
+    target: targets.Target,
+    module: networks.ConditionalGMM | None = None,
+):
+    """Shapes and dtypes (no values) of the state a run of `config` on `target` has (a
+    `train.TrainState`, or a baseline's `BaselineState`)."""
+    if baselines.is_baseline(config.method):
+        trainer = baselines.make_trainer(config, target)
+        return jax.eval_shape(trainer.init, jax.random.PRNGKey(0))
+    module = train.make_model(config, target) if module is None else module
     optimizer = train.make_optimizer(config)
     return jax.eval_shape(
         lambda key: train.create_train_state(config, module, target, optimizer, key),
@@ -356,9 +363,12 @@ def load_model(workdir: str | os.PathLike, step: int | None = None) -> TrainedRu
     config = load_config(workdir)
     validate_config(config)
     target = targets.make_target(config.target.name, **config.target.kwargs.to_dict())
-    module = train.make_model(config, target)
-    state = restore(workdir, abstract_state(config, target, module), step)
-    model = model_lib.AmortizedGMM.from_train_state(state, module, target.context_dim)
+    state = restore(workdir, abstract_state(config, target), step)
+    if baselines.is_baseline(config.method):
+        model = baselines.make_trainer(config, target).model(state)
+    else:
+        module = train.make_model(config, target)
+        model = model_lib.AmortizedGMM.from_train_state(state, module, target.context_dim)
     return TrainedRun(
         config=config,
         target=target,

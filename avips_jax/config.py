@@ -120,8 +120,18 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         ValueError: naming the offending field.
     """
     m, t = config.model, config.train
-    if config.method not in GMM_METHODS:
-        raise ValueError(f"method must be one of {GMM_METHODS}, got {config.method!r}.")
+    from avips_jax import baselines  # here: baselines' modules import this one
+
+    if config.method not in GMM_METHODS and not baselines.is_baseline(config.method):
+        raise ValueError(
+            f"method must be one of {GMM_METHODS + tuple(baselines.METHODS)}, "
+            f"got {config.method!r}."
+        )
+    if baselines.is_baseline(config.method) and "baseline" not in config:
+        raise ValueError(
+            f"method {config.method!r} needs a config.baseline section: "
+            "config.baseline = avips_jax.baselines.default_baseline_config(method)."
+        )
     if config.method == "vanilla_gmm":
         on = [
             name

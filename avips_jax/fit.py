@@ -28,7 +28,8 @@ import numpy as np
 import tqdm
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from avips_jax import adaptation, gmm, networks, targets, train
+from avips_jax import adaptation, baselines, gmm, networks, targets, train
+from avips_jax import model as model_lib
 from avips_jax.config import validate_config
 
 logger = logging.getLogger(__name__)
@@ -100,14 +101,17 @@ class FitResult:
         history: one dict of scalars per logged step ("step", "loss", "elbo", ...).
         events: component adding / removal events ("step", "event", "slot").
         wall_time_s: training wall time of the whole run (all sessions), seconds.
+        model: the trained model (`model.AmortizedGMM`, or a baseline's model), with
+            `sample(key, contexts, n)` and, where it has a density, `log_prob`.
     """
 
-    state: train.TrainState
-    module: networks.ConditionalGMM
+    state: Any
+    module: networks.ConditionalGMM | None
     target: targets.Target
     history: list[dict]
     events: list[dict]
     wall_time_s: float = 0.0
+    model: Any = None
 
 
 def build(config: ml_collections.ConfigDict, target: targets.Target | None = None):
@@ -267,7 +271,8 @@ def fit(
     records: RunRecords | None = None,
     on_step: Callable[[StepReport], None] | None = None,
 ) -> FitResult:
-    """Trains aVIPS for config.train.num_steps steps (or the steps left after `initial_state`).
+    """Trains aVIPS (or the baseline `config.method` names) for config.train.num_steps steps (or
+    the steps left after `initial_state`).
 
     Args:
         config: a config from `avips_jax.config.default_config()` (possibly overridden).
@@ -287,14 +292,122 @@ def fit(
         NonFiniteContextError: if a sampled context is NaN or infinite.
         ValueError: if `initial_state` does not fit the config.
     """
+    if baselines.is_baseline(config.method):
+        return _fit_baseline(
+            config, target, mesh, progress, callback, initial_state, records, on_step
+        )
     target, module, _, state, step_fn = build(config, target)
     if initial_state is not None:
         _check_initial_state(initial_state, state)
         state = initial_state
-    records = RunRecords() if records is None else records
-    t = config.train
-    adapt = _make_adapt(config, module, target)
     diagnostics = make_diagnostics(config, module, target)
+
+    def log_step(step, metrics, state, contexts, key, clock):
+        diag = diagnostics(state, contexts, key)
+        return _logged_scalars(step, metrics, state, diag, clock)
+
+    records = RunRecords() if records is None else records
+    state = _run_loop(
+        config,
+        target,
+        state,
+        step_fn,
+        _make_adapt(config, module, target),
+        log_step,
+        mesh=mesh,
+        progress=progress,
+        callback=callback,
+        records=records,
+        on_step=on_step,
+    )
+    return FitResult(
+        state=state,
+        module=module,
+        target=target,
+        history=records.history,
+        events=records.events,
+        wall_time_s=records.wall_time_s,
+        model=model_lib.AmortizedGMM.from_train_state(state, module, target.context_dim),
+    )
+
+
+def _fit_baseline(config, target, mesh, progress, callback, initial_state, records, on_step):
+    """`fit` for a baseline trainer (`avips_jax.baselines`): same loop, no adding/removal."""
+    validate_config(config)
+    if target is None:
+        target = targets.make_target(config.target.name, **config.target.kwargs.to_dict())
+    trainer = baselines.make_trainer(config, target)
+    state = trainer.init(jax.random.PRNGKey(config.seed))
+    if initial_state is not None:
+        _check_initial_state(initial_state, state)
+        state = initial_state
+    diagnostics = make_model_diagnostics(config, trainer.model, target)
+
+    def log_step(step, metrics, state, contexts, key, clock):
+        scalars = {"step": step, **_scalars(metrics)}
+        scalars |= {k: float(v) for k, v in diagnostics(state, contexts, key).items()}
+        return scalars | clock.lap(step)
+
+    records = RunRecords() if records is None else records
+    state = _run_loop(
+        config,
+        target,
+        state,
+        trainer.step,
+        lambda step, state, contexts, key: (state, []),
+        log_step,
+        mesh=mesh,
+        progress=progress,
+        callback=callback,
+        records=records,
+        on_step=on_step,
+    )
+    return FitResult(
+        state=state,
+        module=None,
+        target=target,
+        history=records.history,
+        events=records.events,
+        wall_time_s=records.wall_time_s,
+        model=trainer.model(state),
+    )
+
+
+def make_model_diagnostics(config, model_fn, target: targets.Target):
+    """Jitted `(state, contexts, key) -> scalars` for any model built by `model_fn(state)`:
+    "position_error_mm" (targets with `position_error`) and "entropy" (models with a density;
+    from `sample_and_log_prob` where the model samples at another temperature than its density).
+    """
+    n = config.train.log_samples
+    position_error = getattr(target, "position_error", None)
+
+    def diagnostics(state, contexts, key):
+        model = model_fn(state)
+        out = {}
+        if hasattr(model, "sample_and_log_prob"):
+            x, log_q = model.sample_and_log_prob(key, contexts, n)
+            out["entropy"] = -jnp.mean(log_q)
+        else:
+            x = model.sample(key, contexts, n)
+            if getattr(model, "has_density", False):
+                out["entropy"] = -jnp.mean(model.log_prob(x, contexts))
+        if callable(position_error):
+            out["position_error_mm"] = 1000.0 * jnp.mean(position_error(x, contexts[:, None]))
+        return out
+
+    return jax.jit(diagnostics)
+
+
+def _run_loop(
+    config, target, state, step_fn, adapt, log_step, *, mesh, progress, callback, records, on_step
+):
+    """The training loop shared by aVIPS and the baselines; returns the final state.
+
+    Contexts of step t come from fold_in(PRNGKey(seed) + 1, t), so resuming at step t continues
+    the uninterrupted run exactly. `adapt(step, state, contexts, key) -> (state, events)` runs
+    after every step; `log_step(...)` gives the scalars of a log step.
+    """
+    t = config.train
     sample_contexts = jax.jit(lambda key: target.sample_contexts(key, t.batch_contexts))
     loop_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)
     state = _replicate(mesh, state)
@@ -304,7 +417,7 @@ def fit(
         total=t.num_steps,
         initial=clock.first_step,
         disable=not progress,
-        desc="aVIPS",
+        desc=config.method,
         dynamic_ncols=True,
     )
     for step in bar:
@@ -316,29 +429,28 @@ def fit(
         records.events.extend(events)
         scalars = None
         if (step + 1) % t.log_every == 0 or step + 1 == t.num_steps:
-            diag = diagnostics(state, contexts, jax.random.fold_in(step_key, 13))
-            scalars = _logged_scalars(step + 1, metrics, state, diag, clock)
+            scalars = log_step(
+                step + 1, metrics, state, contexts, jax.random.fold_in(step_key, 13), clock
+            )
             records.history.append(scalars)
-            bar.set_postfix(elbo=f"{scalars['elbo']:.3f}", K=scalars["num_active"])
+            shown = {k: f"{scalars[k]:.3g}" for k in ("elbo", "loss") if k in scalars}
+            if "num_active" in scalars:
+                shown["K"] = scalars["num_active"]
+            bar.set_postfix(shown)
             if callback is not None:
                 callback(step + 1, scalars)
         records.wall_time_s = clock.wall_time()
         if on_step is not None:
             on_step(StepReport(step + 1, t.num_steps, state, scalars, records))
     bar.close()
-    return FitResult(
-        state=state,
-        module=module,
-        target=target,
-        history=records.history,
-        events=records.events,
-        wall_time_s=records.wall_time_s,
-    )
+    return state
 
 
 def _check_step(metrics: dict, step: int, target: targets.Target) -> None:
     """Raises for a non-finite context batch; warns about a skipped (non-finite) update."""
-    contexts_finite, skipped = jax.device_get((metrics["contexts_finite"], metrics["skipped"]))
+    contexts_finite, skipped = jax.device_get(
+        (metrics.get("contexts_finite", True), metrics.get("skipped", 0))
+    )
     if not contexts_finite:
         raise NonFiniteContextError(
             f"step {step}: the context batch contains NaN or inf values "

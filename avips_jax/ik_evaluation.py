@@ -41,8 +41,9 @@ class Solutions:
         components: (T, n) int slot of each sample, or None if the model has no components.
         position_error: (T, n) metres.
         orientation_error: (T, n) radians for pose contexts, else None.
-        log_p: (T, n) target log-density.
-        log_q: (T, n) model log-density, or None if the model has no density.
+        log_p: (T, n) target log-density at the density samples (= x, except for models with
+            `sample_and_log_prob`, whose own draw at their density's temperature is used).
+        log_q: (T, n) model log-density there, or None if the model has no density.
     """
 
     contexts: np.ndarray
@@ -86,7 +87,13 @@ def sample_solutions(model, target, contexts: chex.Array, key: chex.PRNGKey, n: 
     expected = (contexts.shape[0], n, target.dim)
     if tuple(x.shape) != expected:
         raise ValueError(f"model.sample returned shape {tuple(x.shape)}, expected {expected}")
-    log_q = model.log_prob(x, contexts) if hasattr(model, "log_prob") else None
+    x_density, log_q = x, None
+    if hasattr(model, "sample_and_log_prob"):
+        # Models that sample at another temperature than their density (the flow's latent
+        # scale): ELBO and entropy come from a separate draw of the density itself.
+        x_density, log_q = model.sample_and_log_prob(jax.random.fold_in(key, 1), contexts, n)
+    elif getattr(model, "has_density", False):
+        log_q = model.log_prob(x, contexts)
     pos, ori = errors(target, x, contexts)
     return Solutions(
         contexts=np.asarray(contexts),
@@ -94,7 +101,7 @@ def sample_solutions(model, target, contexts: chex.Array, key: chex.PRNGKey, n: 
         components=None if ids is None else np.asarray(ids),
         position_error=np.asarray(pos),
         orientation_error=None if ori is None else np.asarray(ori),
-        log_p=np.asarray(_log_p(target, x, contexts)),
+        log_p=np.asarray(_log_p(target, x_density, contexts)),
         log_q=None if log_q is None else np.asarray(log_q),
     )
 

@@ -31,6 +31,8 @@ class AmortizedGMM:
         context_dim: d_c (static).
     """
 
+    has_density = True  # class constant, not a field
+
     module: networks.ConditionalGMM = flax.struct.field(pytree_node=False)
     variables: dict
     active: chex.Array

@@ -23,7 +23,7 @@ import tensorboardX
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from avips_jax import checkpoint, fit, targets, train
+from avips_jax import checkpoint, fit, targets
 from avips_jax.config import validate_config
 
 HISTORY_FILE = "history.jsonl"
@@ -121,8 +121,7 @@ def train_and_checkpoint(
     step = check_workdir(workdir, config)
     state, records = None, fit.RunRecords()
     if step is not None:
-        module = train.make_model(config, target)
-        state = checkpoint.restore(workdir, checkpoint.abstract_state(config, target, module))
+        state = checkpoint.restore(workdir, checkpoint.abstract_state(config, target))
         records = fit.RunRecords.from_json(checkpoint.restore_records(workdir, step))
         if step >= config.train.num_steps:
             print(f"{workdir}: the run is complete ({step} of {config.train.num_steps} steps).")

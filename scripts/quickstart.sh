@@ -4,6 +4,7 @@
 # Usage: bash scripts/quickstart.sh            (WORKDIR=runs/panda_quick by default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+START=$(date +%s)
 bash scripts/setup_env.sh
 WORKDIR="${WORKDIR:-runs/panda_quick}"
 .venv/bin/python -m experiments.train --config=experiments/configs/panda.py:quick \
@@ -16,4 +17,6 @@ mkdir -p results
   echo "($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)); run directory \`$WORKDIR\`."
   echo
   .venv/bin/python -m experiments.evaluate --workdir="$WORKDIR" 2>/dev/null
+  echo
+  echo "Whole job (setup, training, evaluation): $(( $(date +%s) - START )) s wall."
 } | tee results/panda_quick.md

@@ -8,6 +8,7 @@ after the colon of `--config=experiments/configs/<name>.py:<arg>`. The presets a
 
 import ml_collections
 
+from avips_jax import baselines
 from avips_jax.config import default_config
 
 PRESETS = ("quick", "full")
@@ -46,7 +47,16 @@ def split_spec(spec: str, presets: tuple[str, ...], default_preset: str) -> tupl
 
 
 # Methods a robot config switches to with "<preset>,<method>", e.g. `panda.py:quick,vanilla_gmm`.
-METHODS = ("avips", "vanilla_gmm", "single_gaussian", "single_gaussian_noproj")
+METHODS = (
+    "avips",
+    "vanilla_gmm",
+    "single_gaussian",
+    "single_gaussian_noproj",
+    "flow",
+    "flow_reverse_kl",
+    "gan",
+    "gan_no_disc",
+)
 
 
 def as_vanilla_gmm(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -72,10 +82,27 @@ def as_single_gaussian(c: ml_collections.ConfigDict, projection: bool) -> ml_col
     return c
 
 
-def apply_method(c: ml_collections.ConfigDict, method: str) -> ml_collections.ConfigDict:
+def as_baseline(
+    c: ml_collections.ConfigDict, method: str, preset: str
+) -> ml_collections.ConfigDict:
+    """A baseline trainer (avips_jax.baselines) with its default settings; `quick` shrinks the
+    flow's coefficient nets to a CPU size (IKFlow's 3 x 1024 stays for `full`)."""
+    c.method = method
+    c.baseline = baselines.default_baseline_config(method)
+    if preset == "quick" and method.startswith("flow"):
+        c.baseline.num_layers = 6
+        c.baseline.hidden = (256, 256, 256)
+    return c
+
+
+def apply_method(
+    c: ml_collections.ConfigDict, method: str, preset: str = "quick"
+) -> ml_collections.ConfigDict:
     """Switches an aVIPS config to one of `METHODS`; ValueError naming the choices otherwise."""
     if method == "avips":
         return c
+    if method in ("flow", "flow_reverse_kl", "gan", "gan_no_disc"):
+        return as_baseline(c, method, preset)
     if method == "vanilla_gmm":
         return as_vanilla_gmm(c)
     if method in ("single_gaussian", "single_gaussian_noproj"):
@@ -145,4 +172,4 @@ def ik_config(
         c.components.add_every = 2000
         c.eval.num_targets = 1000
     c.eval.samples_per_target = 250
-    return apply_method(c, method.strip() or "avips")
+    return apply_method(c, method.strip() or "avips", preset)
