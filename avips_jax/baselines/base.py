@@ -20,6 +20,11 @@ from typing import Any, Protocol
 
 import chex
 import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from avips_jax import pytree
 
 Metrics = dict[str, chex.Array]
 
@@ -63,3 +68,41 @@ class Trainer:
         pytree_node=False
     )
     model: Callable[[BaselineState], SamplingModel] = flax.struct.field(pytree_node=False)
+
+
+def all_finite(tree) -> chex.Array:
+    """() bool: every leaf of `tree` is finite."""
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def guarded_update(
+    state: BaselineState,
+    optimizer: optax.GradientTransformation,
+    grads,
+    loss: chex.Array,
+    contexts: chex.Array,
+    next_key: chex.PRNGKey,
+    extra_ok: chex.Array | bool = True,
+) -> tuple[BaselineState, Metrics]:
+    """One optimiser step that is skipped (parameters and optimiser state unchanged,
+    `num_skipped` + 1) when the loss, a gradient or a context is not finite, or `extra_ok` is
+    False. Returns the new state and the metrics every trainer reports: "loss", "grad_norm",
+    "skipped", "contexts_finite"."""
+    contexts_ok = jnp.all(jnp.isfinite(contexts))
+    ok = jnp.isfinite(loss) & all_finite(grads) & contexts_ok & extra_ok
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    new_state = state.replace(
+        step=state.step + 1,
+        params=pytree.select(ok, params, state.params),
+        opt_state=pytree.select(ok, opt_state, state.opt_state),
+        key=next_key,
+        num_skipped=state.num_skipped + (~ok).astype(jnp.int32),
+    )
+    metrics = {
+        "loss": loss,
+        "grad_norm": optax.tree.norm(grads),
+        "skipped": (~ok).astype(jnp.int32),
+        "contexts_finite": contexts_ok,
+    }
+    return new_state, metrics

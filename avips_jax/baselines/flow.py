@@ -28,7 +28,6 @@ import ml_collections
 import numpy as np
 import optax
 
-from avips_jax import pytree
 from avips_jax.baselines import base
 from avips_jax.baselines import flow_layers as layers
 from avips_jax.baselines.flow_model import FlowModel, conditioning
@@ -196,25 +195,8 @@ def make_trainer(config: ml_collections.ConfigDict, target: Target) -> base.Trai
         key, loss_key = jax.random.split(state.key)
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
         (loss, aux), grads = grad_fn(state.params, contexts, loss_key)
-        contexts_ok = jnp.all(jnp.isfinite(contexts))
-        grads_ok = jnp.all(jnp.array([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
-        ok = jnp.isfinite(loss) & grads_ok & contexts_ok
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        new_state = state.replace(
-            step=state.step + 1,
-            params=pytree.select(ok, params, state.params),
-            opt_state=pytree.select(ok, opt_state, state.opt_state),
-            key=key,
-            num_skipped=state.num_skipped + (~ok).astype(jnp.int32),
-        )
-        metrics = {
-            "loss": loss,
-            "grad_norm": optax.tree.norm(grads),
-            "skipped": (~ok).astype(jnp.int32),
-            "contexts_finite": contexts_ok,
-            **aux,
-        }
+        new_state, metrics = base.guarded_update(state, optimizer, grads, loss, contexts, key)
+        metrics |= aux
         return new_state, metrics
 
     def step(state: base.BaselineState, contexts: chex.Array):

@@ -45,7 +45,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from avips_jax import networks, pytree
+from avips_jax import networks
 from avips_jax.baselines import base
 from avips_jax.targets import base as target_base
 from avips_jax.targets import ik
@@ -325,10 +325,6 @@ def make_loss_fn(config, target, generator, discriminator, use_discriminator: bo
     return loss_fn
 
 
-def _all_finite(tree) -> chex.Array:
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
-
-
 def _method(config: ml_collections.ConfigDict) -> str:
     method = config.get("method", None)
     if method not in METHODS:
@@ -377,24 +373,11 @@ def make_trainer(config: ml_collections.ConfigDict, target) -> base.Trainer:
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params, contexts, loss_key, valid
         )
-        contexts_ok = jnp.all(jnp.isfinite(contexts))
-        ok = jnp.isfinite(loss) & _all_finite(grads) & aux.pop("target_finite") & contexts_ok
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        new_state = state.replace(
-            step=state.step + 1,
-            params=pytree.select(ok, params, state.params),
-            opt_state=pytree.select(ok, opt_state, state.opt_state),
-            key=key,
-            num_skipped=state.num_skipped + (~ok).astype(jnp.int32),
+        target_ok = aux.pop("target_finite")
+        new_state, metrics = base.guarded_update(
+            state, optimizer, grads, loss, contexts, key, target_ok
         )
-        metrics = {
-            "loss": loss,
-            **aux,
-            "grad_norm": optax.tree.norm(grads),
-            "skipped": (~ok).astype(jnp.int32),
-            "contexts_finite": contexts_ok,
-        }
+        metrics |= aux
         return new_state, metrics
 
     def step(state: base.BaselineState, contexts: chex.Array):
