@@ -31,8 +31,15 @@ import ml_collections
 import numpy as np
 from absl import app, flags, logging
 
-from avips_jax import checkpoint, ik_evaluation, networks, refine
-from experiments import compare_claims, compare_figure, compare_report, compare_table, evaluate
+from avips_jax import baselines, checkpoint, ik_evaluation, ik_metrics, networks, refine, targets
+from experiments import (
+    compare_claims,
+    compare_figure,
+    compare_report,
+    compare_table,
+    evaluate,
+    train,
+)
 from experiments.configs import common
 
 ROBOTS = compare_claims.ALL_ROBOTS
@@ -115,8 +122,6 @@ def method_config(
 
 def unsupported_reason(config: ml_collections.ConfigDict) -> str | None:
     """Why the method of `config` cannot run on its target (the trainer's ValueError), or None."""
-    from avips_jax import baselines, targets
-
     if not baselines.is_baseline(config.method):
         return None
     target = targets.make_target(config.target.name, **config.target.kwargs.to_dict())
@@ -134,8 +139,6 @@ def run_dir(runs_dir: str | os.PathLike, robot: str, method: str) -> pathlib.Pat
 def parameters_in_use(model) -> int:
     """Trainable scalars of the slots in use: a GMM's inactive component slots (their component
     networks and gate-head outputs) do not count; other models count all parameters."""
-    from avips_jax import ik_metrics
-
     total = ik_metrics.parameter_count(model)
     active = getattr(model, "active", None)
     if active is None:
@@ -204,10 +207,6 @@ def metrics_row(robot: str, method: str, metrics: dict, run, trained: str) -> di
 def train_or_load(config: ml_collections.ConfigDict, workdir: pathlib.Path, progress: bool) -> str:
     """Trains (or resumes) the run in `workdir`; "loaded" if it had already finished, else
     "here"."""
-    # Imported here: experiments.train defines required CLI flags (--config, --workdir) when
-    # imported, which this program's own flag parsing must not see.
-    from experiments import train
-
     result = train.train_and_checkpoint(config, workdir, progress=progress)
     return "loaded" if result is None else "here"
 
@@ -263,8 +262,6 @@ def plan(settings: Settings) -> list[Job]:
     Raises:
         ConfigMismatchError (experiments.train): a run directory holds a run of another config.
     """
-    from experiments import train
-
     jobs = []
     for robot in settings.robots:
         for method in settings.methods:
@@ -298,8 +295,6 @@ def write_robot_figure(
     robot: str, config: ml_collections.ConfigDict, panels: list, settings: Settings
 ) -> pathlib.Path | None:
     """`<out>_<robot>.png`: the panels of every evaluated model for test target 0."""
-    from avips_jax import targets
-
     if not panels:
         return None
     target = targets.make_target(config.target.name, **config.target.kwargs.to_dict())

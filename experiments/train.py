@@ -29,12 +29,18 @@ from avips_jax.config import validate_config
 HISTORY_FILE = "history.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Config file, e.g. experiments/configs/panda.py:quick.", lock_config=True
-)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (created; resumed if it exists).")
-_PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
-flags.mark_flags_as_required(["config", "workdir"])
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """The CLI flags; defined only when run as a program, so that importing this module (e.g.
+    from experiments/compare.py, beside evaluate's --workdir) defines no flags."""
+    config_flags.DEFINE_config_file(
+        "config", None, "Config file, e.g. experiments/configs/panda.py:quick.", lock_config=True
+    )
+    flags.DEFINE_string("workdir", None, "Run directory (created; resumed if it exists).")
+    flags.DEFINE_bool("progress", True, "Show a progress bar.")
+    flags.mark_flags_as_required(["config", "workdir"])
 
 
 class ConfigMismatchError(ValueError):
@@ -210,16 +216,17 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
     print(f"JAX devices: {jax.devices()}")
     try:
-        result = train_and_checkpoint(_CONFIG.value, _WORKDIR.value, progress=_PROGRESS.value)
+        result = train_and_checkpoint(FLAGS.config, FLAGS.workdir, progress=FLAGS.progress)
     except (ValueError, TypeError, KeyError, FileNotFoundError) as err:
         sys.exit(f"error: {err}")
     if result is not None:
         last = result.history[-1] if result.history else {}
         print(
-            f"done: {_WORKDIR.value} step {int(result.state.step)}, elbo {last.get('elbo')}, "
+            f"done: {FLAGS.workdir} step {int(result.state.step)}, elbo {last.get('elbo')}, "
             f"active components {last.get('num_active')}, {result.wall_time_s:.0f} s"
         )
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main, flags_parser=parse_flags)

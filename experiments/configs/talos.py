@@ -11,7 +11,7 @@ from experiments.configs import common
 
 
 def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
-    common.check_preset(preset)
+    """`preset` is "<preset>[,<method>]" as for every robot config (common.ik_config)."""
     c = common.ik_config("talos", preset)
     c.target.name = "talos"
     # The target's other settings keep their defaults (robots.md); override any field of
@@ -19,7 +19,7 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
     c.target.kwargs = ml_collections.ConfigDict()
     c.target.kwargs.gripper_std = 0.02  # metres: the left-gripper likelihood width
     c.model.init_std = 0.3
-    if preset == "quick":
+    if preset.partition(",")[0] == "quick":
         c.train.batch_contexts = 16
         c.train.samples_per_component = 4
     return c
