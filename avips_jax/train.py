@@ -137,11 +137,6 @@ def create_train_state(
     )
 
 
-def _all_finite(tree) -> chex.Array:
-    leaves = jax.tree.leaves(tree)
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
-
-
 def make_loss_fn(
     config: ml_collections.ConfigDict, module: networks.ConditionalGMM, target: Target
 ) -> Callable:
@@ -216,7 +211,9 @@ def make_train_step(
             state.params, state.slots, old, state.active, state.trust_region, contexts, sample_key
         )
         contexts_ok = jnp.all(jnp.isfinite(contexts))
-        ok = jnp.isfinite(loss) & _all_finite(grads) & (aux.target_finite == 1.0) & contexts_ok
+        ok = (
+            jnp.isfinite(loss) & pytree.all_finite(grads) & (aux.target_finite == 1.0) & contexts_ok
+        )
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         tr = state.trust_region

@@ -20,7 +20,6 @@ from typing import Any, Protocol
 
 import chex
 import flax
-import jax
 import jax.numpy as jnp
 import optax
 
@@ -70,9 +69,17 @@ class Trainer:
     model: Callable[[BaselineState], SamplingModel] = flax.struct.field(pytree_node=False)
 
 
-def all_finite(tree) -> chex.Array:
-    """() bool: every leaf of `tree` is finite."""
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+def initial_state(
+    params, optimizer: optax.GradientTransformation, key: chex.PRNGKey
+) -> BaselineState:
+    """Step 0 of a baseline: `params`, a fresh optimiser state, no skipped steps."""
+    return BaselineState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=optimizer.init(params),
+        key=key,
+        num_skipped=jnp.zeros((), jnp.int32),
+    )
 
 
 def guarded_update(
@@ -89,7 +96,7 @@ def guarded_update(
     False. Returns the new state and the metrics every trainer reports: "loss", "grad_norm",
     "skipped", "contexts_finite"."""
     contexts_ok = jnp.all(jnp.isfinite(contexts))
-    ok = jnp.isfinite(loss) & all_finite(grads) & contexts_ok & extra_ok
+    ok = jnp.isfinite(loss) & pytree.all_finite(grads) & contexts_ok & extra_ok
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     new_state = state.replace(

@@ -182,13 +182,7 @@ def make_trainer(config: ml_collections.ConfigDict, target: Target) -> base.Trai
         init_key, key = jax.random.split(key)
         x, cond = jnp.zeros((1, target.dim)), jnp.zeros((1, cond_dim))
         params = module.init(init_key, x, cond)["params"]
-        return base.BaselineState(
-            step=jnp.zeros((), jnp.int32),
-            params=params,
-            opt_state=optimizer.init(params),
-            key=key,
-            num_skipped=jnp.zeros((), jnp.int32),
-        )
+        return base.initial_state(params, optimizer, key)
 
     @jax.jit
     def jitted_step(state: base.BaselineState, contexts: chex.Array):

@@ -359,13 +359,7 @@ def make_trainer(config: ml_collections.ConfigDict, target) -> base.Trainer:
         params = {GENERATOR: generator.init(g_key, z, c)["params"]}
         if use_disc:
             params[DISCRIMINATOR] = discriminator.init(d_key, jnp.zeros((1, dim)), c)["params"]
-        return base.BaselineState(
-            step=jnp.zeros((), jnp.int32),
-            params=params,
-            opt_state=optimizer.init(params),
-            key=key,
-            num_skipped=jnp.zeros((), jnp.int32),
-        )
+        return base.initial_state(params, optimizer, key)
 
     @jax.jit
     def jitted_step(state: base.BaselineState, contexts, valid):
