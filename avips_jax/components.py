@@ -13,9 +13,16 @@ Adding (algorithm.md §7): the lowest free slot is placed by editing only its ow
   linear heads, so the closed form is the whole fit;
 - Cholesky: the slot's diagonal / off-diagonal heads are zeroed and its diagonal offset is set so
   that L = std * I for every context (std from the entropy-matching rule by default);
-- weight: the gate head's column for the slot is fitted by ridge regression as well, so that the
-  new weight is `init_weight` of the mixture on the given contexts (target logit
-  logsumexp(other active logits) + log(w / (1 - w))).
+- weight: the gate head's column (and logit offset) of one active "donor" slot d is copied to
+  the new slot, with log(w / (1 - w)) added to the offset (w = `init_weight`). The new weight is
+  then w_new(c) = r w_d(c) / (1 + r w_d(c)) with r = w / (1 - w): never above `init_weight`, for
+  every context, seen or not, and equal to it where the donor holds all the weight. The donor is
+  the slot with the largest mean log-weight on the given contexts, which maximises the new slot's
+  mean log-weight there among all convex combinations of the active columns (every such
+  combination keeps the bound, since it stays below the largest logit). An earlier ridge fit of
+  the column to a target logit interpolated the B contexts (B ~ gate width) and extrapolated
+  wildly: on Panda the new slot took more than half the weight on 56% of fresh contexts, with
+  645 mm error, after every add.
 Only the slot's parameters, its offsets and its gate column change, so every other component's
 outputs stay bit-for-bit unchanged (the other weights shrink by the factor 1 - w through the
 normalisation). If there is no free slot, or the fit is not finite (e.g. NaN target points),
@@ -298,14 +305,18 @@ def _place_slot_cholesky(module, variables, slot, std):
     return {**variables, "params": params, networks.SLOTS: slots}
 
 
-def _fit_slot_logit(variables, gate_features, logits, active, slot, init_weight, ridge):
-    others = jnp.where(active, logits, -jnp.inf)
-    target = jax.nn.logsumexp(others, axis=-1) + math.log(init_weight / (1.0 - init_weight))
-    offset = jnp.mean(target)
-    w, b = _ridge_fit(gate_features, (target - offset)[:, None], ridge)
+def _place_slot_logit(variables, logits, active, slot, init_weight):
+    """Copies the donor slot's gate column and offset (+ log(w / (1 - w))) to `slot`."""
+    log_w = jax.nn.log_softmax(jnp.where(active, logits, -jnp.inf), axis=-1)  # (B, K)
+    donor = jnp.argmax(jnp.where(active, jnp.mean(log_w, axis=0), -jnp.inf))
     head = (networks.GATE, networks.GATE_HEAD)
-    params = _set_slot(variables["params"], head + ("kernel",), slot, w[:, 0], axis=1)
-    params = _set_slot(params, head + ("bias",), slot, b[0])
+    gate = variables["params"][networks.GATE][networks.GATE_HEAD]
+    params = _set_slot(
+        variables["params"], head + ("kernel",), slot, jnp.take(gate["kernel"], donor, axis=1), 1
+    )
+    params = _set_slot(params, head + ("bias",), slot, jnp.take(gate["bias"], donor))
+    offsets = variables[networks.SLOTS][networks.LOGIT_OFFSET]
+    offset = offsets[donor] + math.log(init_weight / (1.0 - init_weight))
     slots = _set_slot(variables[networks.SLOTS], (networks.LOGIT_OFFSET,), slot, offset)
     return {**variables, "params": params, networks.SLOTS: slots}
 
@@ -344,8 +355,9 @@ def add_component(
             clipped into the box).
         std: () isotropic std of the new component (e.g. `entropy_matching_std`); clamped to
             just above `module.min_std`.
-        init_weight: weight of the new component in the mixture on `contexts`, in (0, 1).
-        ridge: ridge penalty of the closed-form fits, relative to the mean squared feature norm.
+        init_weight: the new component's largest weight in the mixture (reached where the donor
+            slot holds all the weight; see the module docstring), in (0, 1).
+        ridge: ridge penalty of the closed-form mean fit, relative to the mean squared feature norm.
             Larger values fit the points less exactly but extrapolate more smoothly to other
             contexts (with B <= H the fit interpolates as ridge -> 0).
         fit_steps: Adam steps refining the mean on the slot's whole MLP ("per_component" only;
@@ -370,13 +382,13 @@ def add_component(
     new = variables
     if reinit_key is not None and module.architecture == "per_component":
         new = _reinit_slot(module, new, contexts, slot, reinit_key)
-    gate_features, component_features = module.apply(new, contexts, method=module.head_features)
+    _, component_features = module.apply(new, contexts, method=module.head_features)
     logits = module.apply(new, contexts).logits
     new = _fit_slot_mean(module, new, component_features, slot, target_means, ridge)
     if fit_steps > 0 and module.architecture == "per_component":
         new = _refine_slot_mean(module, new, contexts, slot, target_means, fit_steps, learning_rate)
     new = _place_slot_cholesky(module, new, slot, std)
-    new = _fit_slot_logit(new, gate_features, logits, state.active, slot, init_weight, ridge)
+    new = _place_slot_logit(new, logits, state.active, slot, init_weight)
     finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(new)]))
     added = has_free & finite
     new = pytree.select(added, new, variables)

@@ -179,14 +179,48 @@ def test_add_component_places_slot(arch, reinit):
     )
     logw_new = np.asarray(gmm.log_weights(after, new_state.active))
     logw_old = np.asarray(gmm.log_weights(before, state.active))
-    np.testing.assert_allclose(np.exp(logw_new[:, 1]), w_new, rtol=0.02)
+    # The donor is the active slot with the largest mean log-weight; the new weight is
+    # r w_d / (1 + r w_d) with r = w / (1 - w).
+    donor = [0, 2, 3][int(np.argmax(logw_old[:, [0, 2, 3]].mean(0)))]
+    r = w_new / (1 - w_new)
+    w_d = np.exp(logw_old[:, donor])
+    np.testing.assert_allclose(np.exp(logw_new[:, 1]), r * w_d / (1 + r * w_d), rtol=1e-4)
     others = np.array([True, False, True, True, True])
     for name in ("logits", "means", "chols"):
         np.testing.assert_array_equal(
             getattr(after, name)[:, others], getattr(before, name)[:, others]
         )
-    np.testing.assert_allclose(  # other weights shrink by 1 - w_new through normalisation
-        np.exp(logw_new[:, [0, 2, 3]]), np.exp(logw_old[:, [0, 2, 3]]) * (1 - w_new), rtol=1e-3
+    np.testing.assert_allclose(  # other weights shrink by 1 - w_new(c) through normalisation
+        np.exp(logw_new[:, [0, 2, 3]]),
+        np.exp(logw_old[:, [0, 2, 3]]) * (1 - np.exp(logw_new[:, 1:2])),
+        rtol=1e-3,
+    )
+
+
+@pytest.mark.parametrize("arch", ["per_component", "shared_trunk"])
+def test_added_weight_never_exceeds_init_weight(arch):
+    # On contexts far from the ones it was placed on, too: a fit of the gate column to the B
+    # contexts extrapolated to weights near 1 elsewhere.
+    module, variables, state, c = setup_net(arch)
+    w_new = 0.05
+    add = jax.jit(functools.partial(components.add_component, module, init_weight=w_new))
+    new_vars, new_state, slot, added = add(variables, state, c, target_points(c), 0.4)
+    assert bool(added)
+    fresh = jax.random.uniform(jax.random.key(9), (512, DC), minval=-4.0, maxval=4.0)
+    for contexts in (c, fresh):
+        logw = gmm.log_weights(module.apply(new_vars, contexts), new_state.active)
+        w = np.exp(np.asarray(logw)[:, int(slot)])
+        assert np.all(w <= w_new * (1 + 1e-5)), w.max()
+    # Somewhere it reaches a good share of the bound (it is not placed at zero weight).
+    assert (
+        np.max(
+            np.exp(
+                np.asarray(gmm.log_weights(module.apply(new_vars, c), new_state.active))[
+                    :, int(slot)
+                ]
+            )
+        )
+        > 0.2 * w_new
     )
 
 
