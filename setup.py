@@ -32,6 +32,10 @@ EXTRAS_REQUIRE = {
         "pin>=3.7",  # pinocchio: the reference FK / CoM in tests and benchmarks.
         "yourdfpy>=0.0.56",  # second, independent URDF FK reference.
         "ruff>=0.6",
+        # Executes notebooks/quickstart.ipynb in the tests (tests/test_notebook.py).
+        "nbclient>=0.10",
+        "nbformat>=5.10",
+        "ipykernel>=6.29",
     ],
 }
 
@@ -48,7 +52,11 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["avips_jax", "avips_jax.*"]) + ["avips_jax.urdf"],
     # The authored robot files live in the top-level urdf/ folder and ship as avips_jax/urdf.
     package_dir={"avips_jax.urdf": "urdf"},
-    package_data={"avips_jax.urdf": ["*.urdf"]},
+    # The pretrained models are orbax run directories (scripts/make_pretrained.sh).
+    package_data={
+        "avips_jax.urdf": ["*.urdf"],
+        "avips_jax.pretrained": ["*/*.json", "*/*.md", "*/checkpoints/**/*"],
+    },
     python_requires=">=3.11",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,

@@ -1,6 +1,7 @@
 """`IKSolver`: a trained conditional mixture as an inverse-kinematics solver.
 
     solver = IKSolver.load("runs/panda")                           # latest checkpoint
+    solver = IKSolver.pretrained("panda")                          # shipped with the package
     q = solver.sample(jax.random.key(0), [0.4, 0.1, 0.6], n=20)    # (20, 7) joint vectors
     q = solver.sample(key, targets, n=250, refine=True)            # (T, 250, 7), exact IK
     err = solver.target.position_error(q, targets[:, None])        # (T, 250) metres
@@ -68,6 +69,17 @@ class IKSolver:
 
         run = checkpoint.load_model(workdir, step)
         return cls(target=run.target, model=run.model, config=run.config)
+
+    @classmethod
+    def pretrained(cls, name: str = "panda") -> "IKSolver":
+        """The solver of a model that ships with the package (`avips_jax.pretrained`).
+
+        Raises:
+            pretrained.PretrainedModelNotFoundError (a FileNotFoundError): unknown name.
+        """
+        from avips_jax import pretrained
+
+        return cls.load(pretrained.path(name))
 
     @property
     def robot(self) -> robot_lib.Robot:
