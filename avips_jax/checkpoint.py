@@ -31,7 +31,7 @@ import orbax.checkpoint as ocp
 
 from avips_jax import baselines, networks, targets, train
 from avips_jax import model as model_lib
-from avips_jax.config import validate_config
+from avips_jax.config import default_config, validate_config
 
 logger = logging.getLogger(__name__)
 
@@ -287,6 +287,10 @@ def _tuples(value):
 def load_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
     """Reads `<workdir>/config.json` (JSON lists come back as tuples).
 
+    Keys of `config.default_config()` that the file lacks (options added to the code after the
+    run was written) take their default values: by convention a new option's default keeps the
+    behaviour the code had before it, so an older run loads, resumes and compares as it was.
+
     Raises:
         CheckpointNotFoundError: if the file does not exist.
         CheckpointError: if it is not a JSON object.
@@ -300,7 +304,21 @@ def load_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
         raise CheckpointError(f"corrupt config file {path}: {err}") from err
     if not isinstance(data, dict):
         raise CheckpointError(f"corrupt config file {path}: not a JSON object")
-    return ml_collections.ConfigDict(_tuples(data))
+    return ml_collections.ConfigDict(
+        _tuples(_with_defaults(data, config_to_dict(default_config())))
+    )
+
+
+def _with_defaults(data: dict, defaults: dict) -> dict:
+    """`data` with the keys it lacks (recursively, within sections present in both) from
+    `defaults`."""
+    out = dict(data)
+    for key, value in defaults.items():
+        if key not in out:
+            out[key] = value
+        elif isinstance(value, dict) and isinstance(out[key], dict) and key != "kwargs":
+            out[key] = _with_defaults(out[key], value)  # (a target's kwargs are its own)
+    return out
 
 
 def _flatten(data: dict, prefix: str = "") -> dict:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from avips_jax import checkpoint, fit, gmm, model
+from avips_jax.config import default_config
 from experiments.configs import toy as toy_configs
 
 pytestmark = pytest.mark.usefixtures("fast_compiles")
@@ -140,6 +141,27 @@ def test_config_round_trip_and_differences(tmp_path, config):
         ("model.component_hidden", [16], [16, 16]),
         ("seed", 0, 5),
     ]
+
+
+def test_config_of_an_older_run_gets_the_newer_options_defaults(tmp_path, config):
+    # A run written before an option existed: the option takes its default (which by
+    # convention is the old behaviour), so the run loads and compares equal to its config.
+    config = config.copy_and_resolve_references()
+    data = checkpoint.config_to_dict(config)
+    del data["train"]["grad_clip"]
+    del data["components"]
+    data["target"]["kwargs"] = {"only": 1}
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    loaded = checkpoint.load_config(tmp_path)
+    defaults = default_config()
+    assert loaded.train.grad_clip == defaults.train.grad_clip
+    assert loaded.components.to_dict() == defaults.components.to_dict()
+    assert loaded.target.kwargs.to_dict() == {"only": 1}
+    assert loaded.train.num_steps == config.train.num_steps  # present keys are kept
+    config.train.grad_clip = defaults.train.grad_clip
+    config.components = defaults.components
+    config.target.kwargs = {"only": 1}
+    assert checkpoint.config_differences(config, loaded) == []
 
 
 def test_corrupt_config_raises_checkpoint_error(tmp_path):
