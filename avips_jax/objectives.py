@@ -150,6 +150,32 @@ def _pooled_rewards(
     return rewards, sir.effective_sample_size(log_w_target)
 
 
+def component_loss_weights(
+    log_weights: chex.Array, active: chex.Array, uniform_share: float
+) -> chex.Array:
+    """Per-(context, slot) factors of the component surrogate: (1 - u) w_k(c) + u / K_active.
+
+    u = 0 is the thesis's ELBO-derived weighting: component k learns only where its weight is
+    large, so a slot that loses a context stops improving there and never wins it back (on Panda
+    the losing slots froze 40-800 nats below the best one and were pruned). u = 1 updates every
+    component on every context with equal factor, like VIPS's per-component updates, which do not
+    depend on the weights. Without gradient.
+
+    Args:
+        log_weights: (B, K) log-weights (any value on inactive slots).
+        active: (K,) bool mask.
+        uniform_share: u in [0, 1].
+
+    Returns:
+        (B, K) non-negative factors, 0 on inactive slots, summing to 1 over the active ones.
+    """
+    if not 0.0 <= uniform_share <= 1.0:
+        raise ValueError(f"uniform_share must be in [0, 1], got {uniform_share}.")
+    w = jnp.where(active, jnp.exp(log_weights), 0.0)
+    uniform = active / jnp.sum(active)
+    return jnp.where(active, (1.0 - uniform_share) * w + uniform_share * uniform, 0.0)
+
+
 def vips_loss(
     proj: gmm.GMMParams,
     pred: gmm.GMMParams,
@@ -161,6 +187,7 @@ def vips_loss(
     project_weights: bool = False,
     pooled_rewards: bool = False,
     regression_direction: str = "forward",
+    uniform_component_share: float = 0.0,
 ) -> tuple[chex.Array, LossAux]:
     """The aVIPS loss for one batch.
 
@@ -175,6 +202,8 @@ def vips_loss(
         pooled_rewards: estimate r_k by importance weighting the pooled samples of all
             components (SIR-style sample reuse, lower variance) instead of component k's own.
         regression_direction: see `regression_loss`.
+        uniform_component_share: share u of the uniform 1/K_active mixed into the weights w_k(c)
+            that scale the component surrogate (`component_loss_weights`); 0 is the thesis.
 
     Returns:
         (scalar loss, LossAux).
@@ -183,7 +212,7 @@ def vips_loss(
     chex.assert_shape(log_p, (s, b, k))
     sg = jax.lax.stop_gradient(proj)
     log_w = gmm.log_weights(proj, active)  # (B, K), gradient to the gate
-    w_sg = jnp.where(active, jnp.exp(jax.lax.stop_gradient(log_w)), 0.0)
+    w_sg = component_loss_weights(jax.lax.stop_gradient(log_w), active, uniform_component_share)
     finite = jnp.isfinite(log_p)
     log_p_safe = jnp.where(finite, log_p, 0.0)
 

@@ -172,6 +172,7 @@ def make_loss_fn(
             project_weights=eps_weights is not None,
             pooled_rewards=config.sir.enabled,
             regression_direction=p.regression_direction,
+            uniform_component_share=t.uniform_component_share,
         )
         paired = None
         if paired_tr:

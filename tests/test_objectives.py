@@ -194,3 +194,47 @@ def test_vanilla_elbo_loss_is_the_plain_reparameterised_elbo():
     for a, b in zip(jax.tree.leaves(g_ours), jax.tree.leaves(g_direct), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     assert float(jnp.abs(g_ours.logits).sum()) > 0  # the weights get a gradient
+
+
+def test_component_loss_weights_mix_the_weights_with_uniform():
+    log_w = jnp.log(jnp.array([[0.7, 0.2, 0.1, 0.0], [0.25, 0.25, 0.5, 0.0]]))
+    active = jnp.array([True, True, True, False])
+    f = objectives.component_loss_weights(log_w, active, 0.4)
+    # By hand: 0.6 w + 0.4 / 3 on the three active slots, 0 on the inactive one.
+    expected = [[0.42 + 0.4 / 3, 0.12 + 0.4 / 3, 0.06 + 0.4 / 3, 0.0],
+                [0.15 + 0.4 / 3, 0.15 + 0.4 / 3, 0.30 + 0.4 / 3, 0.0]]  # fmt: skip
+    np.testing.assert_allclose(f, expected, rtol=1e-6)
+    with pytest.raises(ValueError, match="uniform_share"):
+        objectives.component_loss_weights(log_w, active, 1.5)
+
+
+@pytest.mark.parametrize("share", [0.0, 0.5, 1.0])
+def test_uniform_component_share_rescales_only_the_component_gradients(share):
+    """Component gradients are those of sum_k f_k E[log N_k - log p - log q_sg(k|x)] with fixed
+    f = (1 - u) w + u / K_active; the gate gradient (the weight objective) does not depend on u."""
+    active = jnp.array([True, False, True, True])
+    params = _random_params(jax.random.PRNGKey(8))
+    key = jax.random.PRNGKey(9)
+    w = np.asarray(jnp.exp(gmm.log_weights(params, active)))
+    f = np.where(np.asarray(active), (1.0 - share) * w + share / 3.0, 0.0)
+
+    def reference(p):
+        x = gmm.sample_components(p, key, S)
+        resp = gmm.per_component_sample_log_responsibilities(jax.lax.stop_gradient(p), active, x)
+        own = gmm.gaussian_log_prob(p.means, p.chols, x)
+        inner = own - _target_log_prob(x) - jnp.diagonal(resp, axis1=-2, axis2=-1)
+        return jnp.mean(jnp.sum(f * jnp.where(active, jnp.mean(inner, 0), 0.0), -1))
+
+    def ours(p, u):
+        x = gmm.sample_components(p, key, S)
+        return objectives.vips_loss(
+            p, p, active, x, _target_log_prob(x), alpha=0.0, uniform_component_share=u
+        )[0]
+
+    got = jax.grad(ours)(params, share)
+    ref = jax.grad(reference)(params)
+    np.testing.assert_allclose(got.means, ref.means, rtol=2e-4, atol=2e-5)
+    np.testing.assert_allclose(got.chols, ref.chols, rtol=2e-4, atol=2e-5)
+    np.testing.assert_allclose(got.logits, jax.grad(ours)(params, 0.0).logits, atol=1e-6)
+    if share > 0:  # the inactive slot gets nothing, the others are reweighted
+        assert not np.allclose(got.means, jax.grad(ours)(params, 0.0).means, atol=1e-4)

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from avips_jax import evaluation, fit, gmm
+from avips_jax import evaluation, fit, gmm, train
 from avips_jax.targets import toy
 from experiments.configs import toy as toy_configs
 
@@ -179,3 +179,28 @@ def test_heavy_components_counts_weights_above_one_percent():
         chols=jnp.ones((2, 3, 1, 1)),
     )
     np.testing.assert_array_equal(evaluation.heavy_components(params, jnp.ones(3, bool)), [2, 3])
+
+
+def test_a_slot_without_weight_learns_only_with_a_uniform_component_share():
+    """With the thesis weighting (share 0) a slot whose weight is ~e^-40 on every context gets no
+    component gradient; with share 1 it gets one like the other slots (objectives.py)."""
+    c = _small_config(**{"projection.enabled": False, "trust_region.adaptive": False})
+    target, module, _, state, _ = fit.build(c)
+    slots = {**state.slots, "logit_offset": state.slots["logit_offset"].at[1].set(-40.0)}
+    contexts = target.sample_contexts(jax.random.PRNGKey(0), 8)
+
+    def slot_grad_norms(share):
+        c.train.uniform_component_share = share
+        loss_fn = train.make_loss_fn(c, module, target)
+        grads = jax.grad(
+            lambda p: loss_fn(
+                p, slots, None, state.active, state.trust_region, contexts, jax.random.PRNGKey(1)
+            )[0]
+        )(state.params)["components"]
+        return [
+            float(jnp.sqrt(sum(jnp.sum(g[k] ** 2) for g in jax.tree.leaves(grads)))) for k in (0, 1)
+        ]
+
+    weighted, uniform = slot_grad_norms(0.0), slot_grad_norms(1.0)
+    assert weighted[0] > 1e-3 and weighted[1] < 1e-6 * weighted[0], weighted
+    assert uniform[0] > 1e-3 and uniform[1] > 1e-2 * uniform[0], uniform

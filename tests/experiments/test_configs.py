@@ -107,9 +107,18 @@ def test_method_variants_of_the_robot_configs():
     assert not common.ik_config("panda", "quick,single_gaussian_noproj").projection.enabled
     with pytest.raises(ValueError, match="unknown method 'gan2'"):
         common.ik_config("panda", "quick,gan2")
+    # The aVIPS-only component-loss share is set for aVIPS, never for the baselines.
+    assert common.ik_config("panda", "quick").train.uniform_component_share > 0
+    for method in common.METHODS[1:]:
+        assert common.ik_config("panda", f"quick,{method}").train.uniform_component_share == 0
     vanilla.projection.enabled = True
     with pytest.raises(ValueError, match=r"switch off \['projection.enabled'\]"):
         validate_config(vanilla)
+    vanilla.projection.enabled = False
+    vanilla.train.uniform_component_share = 0.1
+    with pytest.raises(ValueError, match=r"switch off \['train.uniform_component_share'\]"):
+        validate_config(vanilla)
+    vanilla.train.uniform_component_share = 0.0
     vanilla.method = "vips"
     with pytest.raises(ValueError, match="method must be one of"):
         validate_config(vanilla)
