@@ -19,6 +19,7 @@ import scipy.special
 from jax.test_util import check_grads
 
 from avips_jax import projection
+from avips_jax.projection import gaussian
 
 pytestmark = pytest.mark.usefixtures("fast_compiles")
 
@@ -273,14 +274,14 @@ def test_cpu_chunking_matches_whole_batch(x64):
 
     @jax.jit
     def both(*args):  # 5 chunks of 64, the last one with 20 padded entries
-        chunked = projection._map_in_chunks(projection._project_flat, args, 64)
-        return chunked, projection._project_flat(*args)
+        chunked = gaussian._map_in_chunks(gaussian._project_flat, args, 64)
+        return chunked, gaussian._project_flat(*args)
 
     chunked, whole = both(*args)
     for a, b in zip(chunked, whole, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
-    assert projection._cpu_chunk_size(300, 3, np.float64) is None  # default: no chunks this small
-    assert projection._cpu_chunk_size(100_000, 7, np.float64) is not None
+    assert gaussian._cpu_chunk_size(300, 3, np.float64) is None  # default: no chunks this small
+    assert gaussian._cpu_chunk_size(100_000, 7, np.float64) is not None
 
 
 # --------------------------------------------------------------------------------------------
