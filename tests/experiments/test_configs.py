@@ -59,6 +59,19 @@ def test_unknown_preset_names_the_choices(name):
         _module(name).get_config("huge")
 
 
+@pytest.mark.parametrize("name", sorted(ROBOT_CONFIGS))
+def test_precise_preset_is_quick_with_a_narrower_likelihood_and_more_steps(name):
+    quick, precise = _module(name).get_config("quick"), _module(name).get_config("precise")
+    validate_config(precise)
+    assert precise.model.to_dict() == quick.model.to_dict()
+    assert precise.train.batch_contexts == quick.train.batch_contexts
+    assert precise.train.num_steps > quick.train.num_steps
+    width = "gripper_std" if quick.target.name == "talos" else "position_std"
+    assert precise.target.kwargs[width] < quick.target.kwargs[width]
+    flow = _module(name).get_config("precise,flow")
+    assert flow.baseline.hidden == _module(name).get_config("quick,flow").baseline.hidden
+
+
 def test_toy_spec_parses_target_and_preset():
     # The default keeps the experiment settings the training tests rely on.
     assert toy.get_config().target.name == "moving_gmm"
