@@ -44,7 +44,7 @@ from absl import app, flags, logging  # noqa: E402
 from jax.sharding import Mesh, NamedSharding, PartitionSpec  # noqa: E402
 
 import avips_jax  # noqa: E402, F401  (adds its XLA:CPU safety flags before jax starts)
-from avips_jax import fit  # noqa: E402
+from avips_jax import fit, hardware  # noqa: E402
 from avips_jax import model as model_lib  # noqa: E402
 
 AXIS = "data"
@@ -371,17 +371,6 @@ def table(rows: Sequence[Row], size_header: str, unit: str) -> list[str]:
     return lines
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _version(package: str) -> str:
     try:
         return importlib.metadata.version(package)
@@ -403,9 +392,10 @@ def header(command: str, opts: dict) -> list[str]:
         f"{', '.join(str(d) for d in devices)}",
         f"- Versions: python {platform.python_version()}, jax {jax.__version__}, "
         f"jaxlib {_version('jaxlib')}, flax {_version('flax')}",
-        f"- CPU: {_cpu_model()}, {os.cpu_count()} logical CPUs on the host, {cpus} allowed to "
-        f"this process; load average (1 min) at the start / end: {opts['load_start']:.2f} / "
-        f"{os.getloadavg()[0]:.2f} (other jobs on a shared host slow every number down)",
+        f"- CPU: {hardware.cpu_model()}, {os.cpu_count()} logical CPUs on the host, {cpus} "
+        f"allowed to this process; load average (1 min) at the start / end: "
+        f"{opts['load_start']:.2f} / {os.getloadavg()[0]:.2f} "
+        "(other jobs on a shared host slow every number down)",
         f"- XLA_FLAGS in effect: `{os.environ.get('XLA_FLAGS', '')}`",
         f"- Preset: `{opts['preset']}`{_TINY_NOTE * opts['tiny']}; "
         f"robots: {', '.join(opts['robots'])}; timed calls: up to {opts['steps']} train steps, "

@@ -56,7 +56,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pinocchio as pin  # noqa: E402
 
-from avips_jax import kinematics  # noqa: E402
+from avips_jax import hardware, kinematics  # noqa: E402
 
 FULL_ROBOTS = kinematics.available_robots()
 FULL_BATCHES = (1_000, 100_000, 1_000_000)
@@ -327,17 +327,6 @@ def benchmark_robot(robot, q, args, torch_result) -> dict:
     return row
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def _batch(b: int) -> str:
     """1000 -> "1e3", 1500 -> "1500"."""
     exponent = len(str(b)) - 1
@@ -373,7 +362,8 @@ def _header(args, argv: list[str], cpus: tuple[int, ...], torch_result, torch_no
         "",
         f"- Command: `{command}`",
         f"- Date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M UTC}",
-        f"- CPU: {_cpu_model()}, {os.cpu_count()} logical CPUs on the host; this run: {cores} "
+        f"- CPU: {hardware.cpu_model()}, {os.cpu_count()} logical CPUs on the host; "
+        f"this run: {cores} "
         f"({len(cpus)} core(s) used by JAX, pinocchio and torch alike)",
         f"- JAX devices: {', '.join(f'{d} ({d.device_kind})' for d in devices)}; "
         f"backend {jax.default_backend()}",

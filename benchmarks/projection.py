@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 import scipy.linalg  # noqa: E402
 import scipy.optimize  # noqa: E402
 
-from avips_jax import projection  # noqa: E402
+from avips_jax import hardware, projection  # noqa: E402
 from benchmarks import train_step  # noqa: E402
 
 _FULL_SIZES = (1_000, 10_000, 100_000, 1_000_000)
@@ -212,12 +212,7 @@ def time_jax(inputs, dtype, with_grad):
 
 
 def _header(args, argv):
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
-    except (OSError, StopIteration):
-        pass
+    cpu = hardware.cpu_model()
     device = jax.devices()[0]
     return [
         "# KL projection throughput",

@@ -9,6 +9,7 @@ import pathlib
 
 import jax
 
+from avips_jax import hardware as hardware_lib
 from experiments import compare_claims, compare_table
 
 DEFINITIONS = (
@@ -27,21 +28,10 @@ DEFINITIONS = (
 )
 
 
-def cpu_model() -> str:
-    """The CPU model name from /proc/cpuinfo ("" where there is none)."""
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
-
-
 def hardware() -> str:
     """This machine's JAX device(s), CPU count and model, jax version and XLA_FLAGS."""
     device = jax.devices()[0]
-    cpu = cpu_model()
+    cpu = hardware_lib.cpu_model()
     return (
         f"{device.platform}: {device.device_kind} (x{jax.device_count()}); "
         f"{os.cpu_count()} CPUs{f' ({cpu})' if cpu else ''}; jax {jax.__version__}; "
