@@ -181,6 +181,7 @@ def test_heavy_components_counts_weights_above_one_percent():
     np.testing.assert_array_equal(evaluation.heavy_components(params, jnp.ones(3, bool)), [2, 3])
 
 
+@pytest.mark.slow  # two compilations of the loss gradient (~30 s); the math is in test_objectives
 def test_a_slot_without_weight_learns_only_with_a_uniform_component_share():
     """With the thesis weighting (share 0) a slot whose weight is ~e^-40 on every context gets no
     component gradient; with share 1 it gets one like the other slots (objectives.py)."""
