@@ -183,6 +183,27 @@ class TalosWholeBody(base.Target):
         xf = jnp.broadcast_to(x, batch + (self.dim,)).reshape(-1, self.dim)
         cf = jnp.broadcast_to(c, batch + (3,)).reshape(-1, 3)
         poses = self.world_link_poses(xf, (GRIPPER, LEFT_SOLE, RIGHT_SOLE))  # (N, 3, 4, 4)
+        log_p = self._stance_terms(xf, poses)
+        sq = jnp.sum((poses[:, 0, :3, 3] - cf) ** 2, axis=-1)
+        log_p += ik.gaussian_log_prob(sq, self.gripper_std, 3)
+        return log_p.reshape(batch)
+
+    def stance_log_prob(self, x: chex.Array) -> chex.Array:
+        """log p without the gripper term (joint limits, CoM over the support, both feet at their
+        stances): a posture's quality whatever the context. (..., 34) -> (...)."""
+        x = jnp.asarray(x)
+        base.check_trailing(x, self.dim, "x", self.name)
+        xf = x.reshape(-1, self.dim)
+        poses = self.world_link_poses(xf, (GRIPPER, LEFT_SOLE, RIGHT_SOLE))
+        return self._stance_terms(xf, poses).reshape(x.shape[:-1])
+
+    def gripper_position(self, x: chex.Array) -> chex.Array:
+        """World position of the left gripper (the context a posture reaches): (..., 34) ->
+        (..., 3) metres."""
+        return self.world_link_poses(x, (GRIPPER,))[..., 0, :3, 3]
+
+    def _stance_terms(self, xf, poses):
+        """Limits + CoM + feet terms for xf (N, 34) and its (gripper, left, right) poses."""
         lower = jnp.asarray(self.robot.lower, xf.dtype)
         upper = jnp.asarray(self.robot.upper, xf.dtype)
         log_p = jnp.sum(
@@ -191,9 +212,7 @@ class TalosWholeBody(base.Target):
         log_p += self._com_term(xf, poses)
         for index, target in ((2, RIGHT_FOOT_POSITION), (1, LEFT_FOOT_POSITION)):
             log_p += self._foot_term(poses[:, index], target)
-        sq = jnp.sum((poses[:, 0, :3, 3] - cf) ** 2, axis=-1)
-        log_p += ik.gaussian_log_prob(sq, self.gripper_std, 3)
-        return log_p.reshape(batch)
+        return log_p
 
     def _com_term(self, x, poses):
         feet_xy = poses[:, 1, :2, 3]
@@ -223,8 +242,7 @@ class TalosWholeBody(base.Target):
         """||left gripper position - c|| (m): x (..., 34), c (..., 3) broadcast -> (...)."""
         c = jnp.asarray(c)
         base.check_trailing(c, 3, "c", self.name)
-        gripper = self.world_link_poses(x, (GRIPPER,))[..., 0, :3, 3]
-        return jnp.linalg.norm(gripper - c, axis=-1)
+        return jnp.linalg.norm(self.gripper_position(x) - c, axis=-1)
 
     def skeleton_points(self, x: chex.Array) -> chex.Array:
         """World positions of `skeleton_links`: (..., 34) -> (..., P, 3)."""
