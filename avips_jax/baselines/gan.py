@@ -23,12 +23,14 @@ the GAN loss; with batch means here, weight_nll = 0.05 and weight_gan = 1 keep t
 relative weights of the terms inside log p are the target's own, all 1).
 
 Discriminator (method "gan"): MLP [40, 40] ReLU on [x, c] -> logit, trained with the logistic
-loss on "valid" pairs (c = target.contexts_from_joints(q), q uniform in the joint limits, drawn
-once by `make_trainer`, `num_valid` of them) against the generated pairs (G(z, c), c);
+loss on "valid" pairs (c = target.contexts_from_joints(q), q uniform in the joint limits; for
+TALOS, whose uniform postures do not stand, q = `talos_data.valid_postures` and c its gripper
+position; `num_valid` of them, drawn once, at the first train step) against the generated pairs
+(G(z, c), c);
 non-saturating generator loss. Unlike the reference code (whose discriminator saw the
 configuration, for TALOS with its foot poses, but not the context), it is conditioned on c, so
-that a configuration that misses its context is fake. Only for IK targets with
-`contexts_from_joints` (not TALOS, whose uniform joints are not statically stable). Generator
+that a configuration that misses its context is fake. For IK targets with
+`contexts_from_joints` and TALOS. Generator
 and discriminator take their Adam steps (separate learning rates) in the same jitted call, from
 gradients on the same batch.
 """
@@ -48,7 +50,7 @@ import optax
 from avips_jax import networks
 from avips_jax.baselines import base
 from avips_jax.targets import base as target_base
-from avips_jax.targets import ik
+from avips_jax.targets import ik, talos_data
 
 METHODS = ("gan", "gan_no_disc")
 GENERATOR = "generator"
@@ -227,22 +229,35 @@ def _sample(model: GANEnsembleModel, key, contexts, n: int):
 
 def valid_pairs(target, key: chex.PRNGKey, num: int) -> tuple[jax.Array, jax.Array]:
     """The discriminator's "valid configurations": q uniform in the joint limits
-    (`ik.sampling_box`: ranges wider than 2 pi become [-pi, pi]), c = contexts_from_joints(q).
+    (`ik.sampling_box`: ranges wider than 2 pi become [-pi, pi]), c = contexts_from_joints(q);
+    for TALOS, postures optimised to stand (`talos_data.valid_postures`, those that pass its
+    checks, repeated cyclically up to `num`) and c their gripper positions.
 
     Returns:
         contexts (num, d_c), q (num, d), float32.
 
     Raises:
-        ValueError: for a target without `contexts_from_joints`, or TALOS.
+        ValueError: for a target without `contexts_from_joints` that is not TALOS.
     """
-    if getattr(target, "name", "") == "talos" or not hasattr(target, "contexts_from_joints"):
+    if getattr(target, "name", "") == "talos":
+        return _talos_valid_pairs(target, key, int(num))
+    if not hasattr(target, "contexts_from_joints"):
         raise ValueError(
-            f"method 'gan' (with discriminator) needs an IK target with contexts_from_joints; "
-            f"target {getattr(target, 'name', target)!r} has none (uniform joints are no valid "
-            f"configurations there): use method 'gan_no_disc'"
+            f"method 'gan' (with discriminator) needs an IK target with contexts_from_joints "
+            f"(or TALOS); target {getattr(target, 'name', target)!r} has none: use method "
+            f"'gan_no_disc'"
         )
     q = target_base.uniform_box(key, int(num), *ik.sampling_box(target.robot))
     return jnp.asarray(target.contexts_from_joints(q), jnp.float32), q
+
+
+def _talos_valid_pairs(target, key, num):
+    x, ok = talos_data.valid_postures(target, key, num + num // 4)  # ~90% pass: cover num
+    x = np.asarray(x)[np.asarray(ok)]
+    if x.shape[0] == 0:
+        raise ValueError("gan: no TALOS posture passed the stance checks; raise steps")
+    x = jnp.asarray(x[np.arange(num) % x.shape[0]], jnp.float32)
+    return jnp.asarray(target.gripper_position(x), jnp.float32), x
 
 
 def make_networks(
@@ -346,11 +361,20 @@ def make_trainer(config: ml_collections.ConfigDict, target) -> base.Trainer:
     optimizer = make_optimizer(config, use_disc)
     loss_fn = make_loss_fn(config, target, generator, discriminator, use_disc)
     context_dim, dim = int(target.context_dim), int(target.dim)
-    valid = None
-    if use_disc:  # fixed by the seed, so that a resumed run sees the same data
-        valid = valid_pairs(
-            target, jax.random.fold_in(jax.random.PRNGKey(config.seed), 7), bc.num_valid
-        )
+    valid_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 7)
+
+    @functools.cache
+    def valid():
+        # Fixed by the seed, so that a resumed run sees the same data; made at the first step
+        # only (loading a trained model for evaluation does not need it; TALOS takes minutes).
+        return valid_pairs(target, valid_key, bc.num_valid) if use_disc else None
+
+    if (
+        use_disc
+        and getattr(target, "name", "") != "talos"
+        and not hasattr(target, "contexts_from_joints")
+    ):
+        valid_pairs(target, valid_key, 1)  # raises now, naming the problem
 
     def init(key: chex.PRNGKey) -> base.BaselineState:
         g_key, d_key, key = jax.random.split(key, 3)
@@ -375,7 +399,7 @@ def make_trainer(config: ml_collections.ConfigDict, target) -> base.Trainer:
         return new_state, metrics
 
     def step(state: base.BaselineState, contexts: chex.Array):
-        return jitted_step(state, check_contexts(contexts, context_dim), valid)
+        return jitted_step(state, check_contexts(contexts, context_dim), valid())
 
     def model(state: base.BaselineState) -> GANEnsembleModel:
         return GANEnsembleModel(

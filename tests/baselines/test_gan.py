@@ -10,6 +10,7 @@ import pytest
 from avips_jax import config as config_lib
 from avips_jax import targets
 from avips_jax.baselines import gan
+from avips_jax.targets import talos_data
 
 pytestmark = pytest.mark.usefixtures("fast_compiles")
 
@@ -204,8 +205,15 @@ def test_discriminator_variant_needs_contexts_from_joints():
             make_config("gan"),
             targets.make_target("planar", num_links=3, min_radius=1.0, max_radius=2.0),
         )
-    with pytest.raises(ValueError, match="gan_no_disc"):
-        gan.make_trainer(make_config("gan"), targets.make_target("talos"))
+
+
+def test_talos_valid_pairs_are_standing_postures_and_their_gripper_positions():
+    target = targets.make_target("talos")
+    c, q = gan.valid_pairs(target, jax.random.PRNGKey(0), 12)
+    assert c.shape == (12, 3) and q.shape == (12, 34)
+    assert np.all(np.asarray(talos_data.stance_checks(target, q)))
+    np.testing.assert_allclose(c, target.gripper_position(q), atol=1e-6)
+    assert len(np.unique(np.asarray(q)[:, 0])) > 1  # not one posture repeated
 
 
 def test_no_disc_runs_on_a_toy_target():
