@@ -44,7 +44,7 @@ from absl import app, flags, logging  # noqa: E402
 from jax.sharding import Mesh, NamedSharding, PartitionSpec  # noqa: E402
 
 import avips_jax  # noqa: E402, F401  (adds its XLA:CPU safety flags before jax starts)
-from avips_jax import fit, hardware  # noqa: E402
+from avips_jax import fit, hardware, loop  # noqa: E402
 from avips_jax import model as model_lib  # noqa: E402
 
 AXIS = "data"
@@ -190,16 +190,6 @@ def make_mesh(n: int) -> Mesh:
     return Mesh(np.array(devices[:n]), (AXIS,))
 
 
-def shard(x: Any, mesh: Mesh, spec: PartitionSpec | None = None) -> Any:
-    """x placed on the mesh as `spec` says (default: split along its leading axis)."""
-    return jax.device_put(x, NamedSharding(mesh, PartitionSpec(AXIS) if spec is None else spec))
-
-
-def replicate(tree: Any, mesh: Mesh) -> Any:
-    """Every leaf of `tree` copied to every device of the mesh."""
-    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
-
-
 def load_config(robot: str, preset: str, tiny: bool) -> ml_collections.ConfigDict:
     """`experiments/configs/<robot>.py:<preset>`; `tiny` shrinks network and batch.
 
@@ -279,8 +269,11 @@ def bench_train(setup: Setup, mesh: Mesh, steps: int, budget_s: float) -> Row:
     t, n = setup.config.train, mesh.size
     batch, label = sized(t.batch_contexts, n)
     sample = jax.jit(setup.target.sample_contexts, static_argnums=1)
-    contexts = [shard(sample(jax.random.PRNGKey(1000 + i), batch), mesh) for i in range(steps + 1)]
-    state = replicate(setup.state, mesh)
+    contexts = [
+        loop.shard_contexts(mesh, sample(jax.random.PRNGKey(1000 + i), batch))
+        for i in range(steps + 1)
+    ]
+    state = loop.replicate(mesh, setup.state)
 
     def call(i):
         nonlocal state
@@ -300,7 +293,7 @@ def _model(setup: Setup, mesh: Mesh) -> model_lib.AmortizedGMM:
     model = model_lib.AmortizedGMM.from_train_state(
         setup.state, setup.module, setup.target.context_dim
     )
-    return replicate(model, mesh)
+    return loop.replicate(mesh, model)
 
 
 def bench_sample(
@@ -311,12 +304,11 @@ def bench_sample(
     n = mesh.size
     if targets == 1:  # samples split over the devices, the target replicated
         samples, label = sized(samples, n)
-        size, spec, contexts_spec = f"1 x {label}", PartitionSpec(None, AXIS), PartitionSpec()
+        size, spec, place = f"1 x {label}", PartitionSpec(None, AXIS), loop.replicate
     else:
         targets, label = sized(targets, n)
-        size, spec, contexts_spec = f"{label} x {samples}", PartitionSpec(AXIS), PartitionSpec(AXIS)
-    contexts = setup.target.sample_contexts(jax.random.PRNGKey(7), targets)
-    contexts = shard(contexts, mesh, contexts_spec)
+        size, spec, place = f"{label} x {samples}", PartitionSpec(AXIS), loop.shard_contexts
+    contexts = place(mesh, setup.target.sample_contexts(jax.random.PRNGKey(7), targets))
     model = _model(setup, mesh)
     draw = jax.jit(
         lambda m, key, c: m.sample(key, c, samples), out_shardings=NamedSharding(mesh, spec)
@@ -340,7 +332,7 @@ def bench_fk(setup: Setup, mesh: Mesh, batch: int, repeats: int, budget_s: float
     """FK row: end-effector poses of `batch` configurations, sharded."""
     robot, n = setup.target.robot, mesh.size
     batch, label = sized(batch, n)
-    q = shard(random_configurations(robot, batch), mesh)
+    q = loop.shard_contexts(mesh, random_configurations(robot, batch))
     fk = jax.jit(lambda q: robot.link_poses(q, (robot.end_effector,)))
     timing = time_calls(lambda i: fk(q), repeats, budget_s, lambda x: check_split(x, n))
     return Row(setup.name, n, f"{label} (dof {robot.dof})", batch, timing)
