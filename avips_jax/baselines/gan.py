@@ -239,16 +239,25 @@ def valid_pairs(target, key: chex.PRNGKey, num: int) -> tuple[jax.Array, jax.Arr
     Raises:
         ValueError: for a target without `contexts_from_joints` that is not TALOS.
     """
-    if getattr(target, "name", "") == "talos":
+    if _is_talos(target):
         return _talos_valid_pairs(target, key, int(num))
-    if not hasattr(target, "contexts_from_joints"):
+    _check_has_valid_pairs(target)
+    q = target_base.uniform_box(key, int(num), *ik.sampling_box(target.robot))
+    return jnp.asarray(target.contexts_from_joints(q), jnp.float32), q
+
+
+def _is_talos(target) -> bool:
+    return getattr(target, "name", "") == "talos"
+
+
+def _check_has_valid_pairs(target) -> None:
+    """ValueError unless `valid_pairs` can make pairs for `target`."""
+    if not _is_talos(target) and not hasattr(target, "contexts_from_joints"):
         raise ValueError(
             f"method 'gan' (with discriminator) needs an IK target with contexts_from_joints "
             f"(or TALOS); target {getattr(target, 'name', target)!r} has none: use method "
             f"'gan_no_disc'"
         )
-    q = target_base.uniform_box(key, int(num), *ik.sampling_box(target.robot))
-    return jnp.asarray(target.contexts_from_joints(q), jnp.float32), q
 
 
 def _talos_valid_pairs(target, key, num):
@@ -369,12 +378,8 @@ def make_trainer(config: ml_collections.ConfigDict, target) -> base.Trainer:
         # only (loading a trained model for evaluation does not need it; TALOS takes minutes).
         return valid_pairs(target, valid_key, bc.num_valid) if use_disc else None
 
-    if (
-        use_disc
-        and getattr(target, "name", "") != "talos"
-        and not hasattr(target, "contexts_from_joints")
-    ):
-        valid_pairs(target, valid_key, 1)  # raises now, naming the problem
+    if use_disc:
+        _check_has_valid_pairs(target)  # now, not at the first step
 
     def init(key: chex.PRNGKey) -> base.BaselineState:
         g_key, d_key, key = jax.random.split(key, 3)

@@ -14,6 +14,7 @@ from avips_jax import baselines
 from avips_jax.config import default_config
 
 PRESETS = ("quick", "full", "precise")
+CPU_PRESETS = ("quick", "precise")  # the presets with the CPU-sized network and batch
 
 
 def check_preset(preset: str, choices: tuple[str, ...] = PRESETS) -> str:
@@ -91,7 +92,7 @@ def as_baseline(
     shrink the flow's coefficient nets to a CPU size (IKFlow's 3 x 1024 stays for `full`)."""
     c.method = method
     c.baseline = baselines.default_baseline_config(method)
-    if preset in ("quick", "precise") and method.startswith("flow"):
+    if preset in CPU_PRESETS and method.startswith("flow"):
         c.baseline.num_layers = 6
         c.baseline.hidden = (256, 256, 256)
     return c
@@ -152,7 +153,7 @@ def ik_config(
     # 2.32/1.98 vs 2.32/1.76, components per context 1.36/1.28 vs 1.24/1.15. Removal stays on
     # (1500 steps with it off: 1.43 components per context, ELBO 1.61): models should end small.
     c.train.uniform_component_share = 0.1
-    if preset in ("quick", "precise"):
+    if preset in CPU_PRESETS:
         c.model.num_components = 8
         c.model.initial_components = 8
         c.model.component_hidden = (128, 128)

@@ -20,7 +20,7 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
     c.target.kwargs.gripper_std = 0.02  # metres: the left-gripper likelihood width
     c.model.init_std = 0.3
     preset = preset.partition(",")[0]
-    if preset in ("quick", "precise"):
+    if preset in common.CPU_PRESETS:
         c.train.batch_contexts = 16
         c.train.samples_per_component = 4
     if preset == "precise":
