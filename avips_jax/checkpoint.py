@@ -287,8 +287,9 @@ def _tuples(value):
 def load_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
     """Reads `<workdir>/config.json` (JSON lists come back as tuples).
 
-    Keys of `config.default_config()` that the file lacks (options added to the code after the
-    run was written) take their default values: by convention a new option's default keeps the
+    Keys of `config.default_config()` (and, for a baseline, of its `default_baseline_config`)
+    that the file lacks (options added to the code after the run was written) take their
+    default values: by convention a new option's default keeps the
     behaviour the code had before it, so an older run loads, resumes and compares as it was.
 
     Raises:
@@ -304,9 +305,16 @@ def load_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
         raise CheckpointError(f"corrupt config file {path}: {err}") from err
     if not isinstance(data, dict):
         raise CheckpointError(f"corrupt config file {path}: not a JSON object")
-    return ml_collections.ConfigDict(
-        _tuples(_with_defaults(data, config_to_dict(default_config())))
-    )
+    return ml_collections.ConfigDict(_tuples(_with_defaults(data, _defaults_for(data))))
+
+
+def _defaults_for(data: dict) -> dict:
+    """default_config(), with the `baseline` section of data's method where it is a baseline."""
+    defaults = config_to_dict(default_config())
+    method = data.get("method")
+    if isinstance(method, str) and baselines.is_baseline(method):
+        defaults["baseline"] = config_to_dict(baselines.default_baseline_config(method))
+    return defaults
 
 
 def _with_defaults(data: dict, defaults: dict) -> dict:

@@ -9,9 +9,9 @@ Each (robot, method) runs `experiments/configs/<robot>.py` at `--preset` switche
 (`common.apply_method`, as `--config=experiments/configs/<robot>.py:<preset>,<method>` would),
 with `--num_steps` / `--train_seed` overriding the config, in `<runs_dir>/<robot>/<method>`: a
 finished run there is loaded, an unfinished one resumed (experiments/train.py), a run of another
-config refused before anything is trained. Combinations a method does not support (the
-maximum-likelihood flow on TALOS) are skipped with the reason; a run that
-fails is reported as failed and the others go on. Every model of a robot is evaluated on the same
+config refused before anything is trained. A combination a method does not support (its
+trainer refuses the target) is skipped with the reason; a run that fails is reported as failed
+and the others go on. Every model of a robot is evaluated on the same
 seeded test set (`experiments.evaluate.evaluate_run`; metrics.json and plots go to its run
 directory). Writes `<out>.md` (tables, notes, the paper's claims checked by
 `compare_claims`, the command, config hashes and hardware), `<out>.csv` (one row per robot and

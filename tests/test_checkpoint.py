@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from avips_jax import checkpoint, fit, gmm, model
+from avips_jax import baselines, checkpoint, fit, gmm, model
 from avips_jax.config import default_config
 from experiments.configs import toy as toy_configs
 
@@ -198,3 +198,17 @@ def test_fit_rejects_an_initial_state_of_another_config(config, state):
     other.model.component_hidden = (8,)
     with pytest.raises(ValueError, match=r"initial_state\.params.*\(3, 16, 2\).*\(3, 8, 2\)"):
         fit.fit(other, initial_state=state, progress=False)
+
+
+def test_baseline_run_of_an_older_version_gets_its_new_baseline_options(tmp_path, config):
+    config = config.copy_and_resolve_references()
+    config.method = "flow"
+    config.baseline = baselines.default_baseline_config("flow")
+    config.baseline.hidden = (8,)  # a set value survives
+    data = checkpoint.config_to_dict(config)
+    del data["baseline"]["num_valid"]
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    loaded = checkpoint.load_config(tmp_path)
+    assert loaded.baseline.num_valid == baselines.default_baseline_config("flow").num_valid
+    assert tuple(loaded.baseline.hidden) == (8,)
+    assert checkpoint.config_differences(config, loaded) == []

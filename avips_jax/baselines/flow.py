@@ -6,12 +6,15 @@
     model = trainer.model(state)                     # FlowModel: sample / log_prob
 
 Objectives:
-  * "flow" (maximum likelihood, IKFlow, Ames et al. 2022): each step draws B pairs on the fly,
-    q uniform in the joint box (ranges wider than 2 pi replaced by [-pi, pi]) and
-    c = target.contexts_from_joints(q), and minimises -mean log q(q | c). SoftFlow (Kim et al.
-    2020): q gets N(0, s^2) noise with s ~ U(0, softflow_noise) per pair and s is an extra
+  * "flow" (maximum likelihood, IKFlow, Ames et al. 2022): each step takes B valid pairs (c, q)
+    and minimises -mean log q(q | c). On IK targets they are drawn on the fly, q uniform in the
+    joint box (ranges wider than 2 pi replaced by [-pi, pi]) and
+    c = target.contexts_from_joints(q). On TALOS, whose uniform postures do not stand, they are
+    drawn (with replacement) from a pool of `num_valid` standing postures and their gripper
+    positions (`valid_pairs.valid_pairs`), made once at the first train step. SoftFlow (Kim et
+    al. 2020): q gets N(0, s^2) noise with s ~ U(0, softflow_noise) per pair and s is an extra
     conditioning input (0 when sampling or evaluating). The contexts passed to `step` only set
-    B (and a non-finite one skips the step); the target needs `contexts_from_joints`.
+    B (and a non-finite one skips the step).
   * "flow_reverse_kl": the reparameterised reverse KL on the same unnormalised target as aVIPS,
     loss = -mean_c E_{x~q(.|c)}[log p(x|c) - log q(x|c)] (= -ELBO), with `samples_per_context`
     draws for each context passed to `step`. Works on every target.
@@ -19,6 +22,7 @@ Objectives:
 The architecture lives in `flow_layers.py`; config in `default_baseline_config()`.
 """
 
+import functools
 from collections.abc import Callable
 
 import chex
@@ -30,6 +34,7 @@ import optax
 
 from avips_jax.baselines import base
 from avips_jax.baselines import flow_layers as layers
+from avips_jax.baselines import valid_pairs as pairs
 from avips_jax.baselines.flow_model import FlowModel, conditioning
 from avips_jax.targets import Target
 from avips_jax.targets import base as target_base
@@ -59,6 +64,9 @@ def default_baseline_config() -> ml_collections.ConfigDict:
     b.latent_scale = 0.75  # base std used by FlowModel.sample (IKFlow); 1 = the density
     b.learning_rate = 5e-4  # Adam; decay, clipping and num_steps come from config.train
     b.samples_per_context = 16  # "flow_reverse_kl" only: reparameterised draws per context
+    # "flow" on TALOS only (IK targets draw fresh pairs every step): the pool of standing
+    # postures, made once at the first step (about 40 s on 2 CPU cores).
+    b.num_valid = 32768
     return b
 
 
@@ -68,12 +76,8 @@ def _validate(config: ml_collections.ConfigDict, target: Target) -> None:
         raise ValueError(f"flow: config.method must be one of {METHODS}, got {config.method!r}")
     if target.dim < 2:
         raise ValueError(f"flow: coupling layers need a target of dim >= 2, got {target.dim}")
-    if config.method == "flow" and not hasattr(target, "contexts_from_joints"):
-        raise ValueError(
-            f"flow: method 'flow' (maximum likelihood on (FK(q), q) pairs) needs a target with "
-            f"contexts_from_joints (an IK target); target {target.name!r} has none: use "
-            "method 'flow_reverse_kl'"
-        )
+    if config.method == "flow":
+        pairs.require_valid_pairs(target, "flow", "flow_reverse_kl")
     if b.num_layers < 1 or not b.hidden or min(b.hidden) < 1:
         raise ValueError(
             f"flow: need baseline.num_layers >= 1 and positive baseline.hidden, got "
@@ -82,9 +86,11 @@ def _validate(config: ml_collections.ConfigDict, target: Target) -> None:
     for name in ("scale_clamp", "latent_scale", "learning_rate"):
         if not b[name] > 0:
             raise ValueError(f"flow: baseline.{name} must be > 0, got {b[name]}")
-    if b.softflow_noise < 0 or b.samples_per_context < 1:
+    if b.softflow_noise < 0 or b.samples_per_context < 1 or b.num_valid < 1:
         raise ValueError(
-            "flow: need baseline.softflow_noise >= 0, baseline.samples_per_context >= 1"
+            "flow: need baseline.softflow_noise >= 0, baseline.samples_per_context >= 1 and "
+            f"baseline.num_valid >= 1, got {b.softflow_noise}, {b.samples_per_context}, "
+            f"{b.num_valid}"
         )
 
 
@@ -131,15 +137,25 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
     return optax.adam(lr)
 
 
+def _draws_fresh_pairs(target) -> bool:
+    """Whether "flow" draws its pairs on the fly (IK targets) rather than from a pool (TALOS)."""
+    return hasattr(target, "contexts_from_joints")
+
+
 def _ml_loss(config, target, module) -> Callable:
-    """Maximum likelihood on fresh (FK(q), q) pairs with SoftFlow noise; B = contexts.shape[0]."""
+    """Maximum likelihood with SoftFlow noise on B = contexts.shape[0] valid pairs: fresh ones,
+    or drawn from `pool` = (contexts (N, d_c), q (N, d)) when it is not None."""
     lower, upper = joint_box(target, "flow")
     noise, softflow = config.baseline.softflow_noise, _uses_softflow(config)
 
-    def loss_fn(params, contexts, key):
+    def loss_fn(params, contexts, key, pool):
         q_key, s_key, e_key = jax.random.split(key, 3)
-        q = target_base.uniform_box(q_key, contexts.shape[0], lower, upper)
-        c = target.contexts_from_joints(q).astype(q.dtype)
+        if pool is None:
+            q = target_base.uniform_box(q_key, contexts.shape[0], lower, upper)
+            c = target.contexts_from_joints(q).astype(q.dtype)
+        else:
+            idx = jax.random.randint(q_key, (contexts.shape[0],), 0, pool[1].shape[0])
+            c, q = pool[0][idx], pool[1][idx]
         level = None
         if softflow:
             level = jax.random.uniform(s_key, (q.shape[0], 1), q.dtype, 0.0, noise)
@@ -154,7 +170,8 @@ def _reverse_kl_loss(config, target, module) -> Callable:
     """-ELBO with reparameterised flow samples, samples_per_context per context."""
     s = config.baseline.samples_per_context
 
-    def loss_fn(params, contexts, key):
+    def loss_fn(params, contexts, key, pool):
+        del pool  # the reverse KL needs no data
         c = jnp.repeat(contexts, s, axis=0)
         x, log_q = module.apply(
             {"params": params}, key, c, method=layers.ConditionalFlow.sample_and_log_prob
@@ -170,7 +187,8 @@ def make_trainer(config: ml_collections.ConfigDict, target: Target) -> base.Trai
 
     Raises:
         ValueError: an unknown method, a bad `config.baseline` value, a 1-D target, or "flow" on a
-            target without `contexts_from_joints`; `step` raises for contexts not (B, d_c).
+            target without valid pairs (`valid_pairs.has_valid_pairs`); `step` raises for
+            contexts not (B, d_c).
     """
     module = make_flow(config, target)
     optimizer = make_optimizer(config)
@@ -184,22 +202,27 @@ def make_trainer(config: ml_collections.ConfigDict, target: Target) -> base.Trai
         params = module.init(init_key, x, cond)["params"]
         return base.initial_state(params, optimizer, key)
 
+    pool_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 7)
+
+    @functools.cache
+    def pool():
+        # Fixed by the seed, so that a resumed run sees the same data; made at the first step
+        # only (loading a trained model for evaluation does not need it).
+        if config.method != "flow" or _draws_fresh_pairs(target):
+            return None
+        return pairs.valid_pairs(target, pool_key, config.baseline.num_valid)
+
     @jax.jit
-    def jitted_step(state: base.BaselineState, contexts: chex.Array):
+    def jitted_step(state: base.BaselineState, contexts: chex.Array, pool):
         key, loss_key = jax.random.split(state.key)
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-        (loss, aux), grads = grad_fn(state.params, contexts, loss_key)
+        (loss, aux), grads = grad_fn(state.params, contexts, loss_key, pool)
         new_state, metrics = base.guarded_update(state, optimizer, grads, loss, contexts, key)
         metrics |= aux
         return new_state, metrics
 
     def step(state: base.BaselineState, contexts: chex.Array):
-        contexts = jnp.asarray(contexts)
-        if contexts.ndim != 2 or contexts.shape[-1] != target.context_dim:
-            raise ValueError(
-                f"contexts must have shape (B, {target.context_dim}), got {contexts.shape}"
-            )
-        return jitted_step(state, contexts.astype(jnp.promote_types(contexts.dtype, jnp.float32)))
+        return jitted_step(state, base.check_contexts(contexts, target.context_dim), pool())
 
     def model(state: base.BaselineState) -> FlowModel:
         return FlowModel(

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from avips_jax.baselines import base
 from avips_jax.baselines import flow_layers as layers
 
 
@@ -52,7 +53,7 @@ class FlowModel:
 
     def check_contexts(self, contexts: chex.Array) -> jax.Array:
         """contexts as a float array of shape (T, d_c); ValueError naming the shape otherwise."""
-        return _check_contexts(contexts, self.context_dim)
+        return base.check_contexts(contexts, self.context_dim)
 
     def sample(
         self, key: chex.PRNGKey, contexts: chex.Array, n: int, latent_scale: float | None = None
@@ -79,13 +80,6 @@ class FlowModel:
                 f"x must have shape (T={contexts.shape[0]}, n, d={self.dim}), got {x.shape}"
             )
         return _log_prob(self, x.astype(contexts.dtype), contexts)
-
-
-def _check_contexts(contexts: chex.Array, context_dim: int) -> jax.Array:
-    contexts = jnp.asarray(contexts)
-    if contexts.ndim != 2 or contexts.shape[-1] != context_dim:
-        raise ValueError(f"contexts must have shape (T, {context_dim}), got {contexts.shape}")
-    return contexts.astype(jnp.promote_types(contexts.dtype, jnp.float32))
 
 
 def _check_n(n: int) -> int:

@@ -23,10 +23,9 @@ the GAN loss; with batch means here, weight_nll = 0.05 and weight_gan = 1 keep t
 relative weights of the terms inside log p are the target's own, all 1).
 
 Discriminator (method "gan"): MLP [40, 40] ReLU on [x, c] -> logit, trained with the logistic
-loss on "valid" pairs (c = target.contexts_from_joints(q), q uniform in the joint limits; for
-TALOS, whose uniform postures do not stand, q = `talos_data.valid_postures` and c its gripper
-position; `num_valid` of them, drawn once, at the first train step) against the generated pairs
-(G(z, c), c);
+loss on `num_valid` valid pairs (`valid_pairs.valid_pairs`: for IK targets q uniform in the joint
+limits and c = target.contexts_from_joints(q); for TALOS standing postures and their gripper
+positions), drawn once at the first train step, against the generated pairs (G(z, c), c);
 non-saturating generator loss. Unlike the reference code (whose discriminator saw the
 configuration, for TALOS with its foot poses, but not the context), it is conditioned on c, so
 that a configuration that misses its context is fake. For IK targets with
@@ -49,8 +48,7 @@ import optax
 
 from avips_jax import networks
 from avips_jax.baselines import base
-from avips_jax.targets import base as target_base
-from avips_jax.targets import ik, talos_data
+from avips_jax.baselines.valid_pairs import require_valid_pairs, valid_pairs
 
 METHODS = ("gan", "gan_no_disc")
 GENERATOR = "generator"
@@ -142,14 +140,6 @@ class Discriminator(nn.Module):
         return nn.Dense(1, name="out")(h)[..., 0]
 
 
-def check_contexts(contexts: chex.Array, context_dim: int) -> jax.Array:
-    """contexts as a float array of shape (T, d_c); ValueError naming the shape otherwise."""
-    contexts = jnp.asarray(contexts)
-    if contexts.ndim != 2 or contexts.shape[-1] != context_dim:
-        raise ValueError(f"contexts must have shape (T, {context_dim}), got {contexts.shape}")
-    return contexts.astype(jnp.promote_types(contexts.dtype, jnp.float32))
-
-
 @flax.struct.dataclass
 class GANEnsembleModel:
     """The trained generator ensemble as a sampler (no density).
@@ -189,11 +179,11 @@ class GANEnsembleModel:
         """Samples and the generator each came from: -> x (T, n, d), ids (T, n) int32."""
         if int(n) < 1:
             raise ValueError(f"n must be >= 1, got {n}")
-        return _sample(self, key, check_contexts(contexts, self.context_dim), int(n))
+        return _sample(self, key, base.check_contexts(contexts, self.context_dim), int(n))
 
     def member_samples(self, key: chex.PRNGKey, contexts: chex.Array, n: int) -> jax.Array:
         """n samples of every member per context: contexts (T, d_c) -> (E, T, n, d)."""
-        contexts = check_contexts(contexts, self.context_dim)
+        contexts = base.check_contexts(contexts, self.context_dim)
         z = jax.random.normal(key, (self.num_members, contexts.shape[0], int(n), self.latent_dim))
         return _apply(self, z, contexts[:, None, :])
 
@@ -225,48 +215,6 @@ def _sample(model: GANEnsembleModel, key, contexts, n: int):
     within = jnp.take_along_axis(jnp.broadcast_to(slot // num_e, (num_t, n)), order, axis=-1)
     x = x_all[ids, jnp.arange(num_t)[:, None], within]
     return x, ids.astype(jnp.int32)
-
-
-def valid_pairs(target, key: chex.PRNGKey, num: int) -> tuple[jax.Array, jax.Array]:
-    """The discriminator's "valid configurations": q uniform in the joint limits
-    (`ik.sampling_box`: ranges wider than 2 pi become [-pi, pi]), c = contexts_from_joints(q);
-    for TALOS, postures optimised to stand (`talos_data.valid_postures`, those that pass its
-    checks, repeated cyclically up to `num`) and c their gripper positions.
-
-    Returns:
-        contexts (num, d_c), q (num, d), float32.
-
-    Raises:
-        ValueError: for a target without `contexts_from_joints` that is not TALOS.
-    """
-    if _is_talos(target):
-        return _talos_valid_pairs(target, key, int(num))
-    _check_has_valid_pairs(target)
-    q = target_base.uniform_box(key, int(num), *ik.sampling_box(target.robot))
-    return jnp.asarray(target.contexts_from_joints(q), jnp.float32), q
-
-
-def _is_talos(target) -> bool:
-    return getattr(target, "name", "") == "talos"
-
-
-def _check_has_valid_pairs(target) -> None:
-    """ValueError unless `valid_pairs` can make pairs for `target`."""
-    if not _is_talos(target) and not hasattr(target, "contexts_from_joints"):
-        raise ValueError(
-            f"method 'gan' (with discriminator) needs an IK target with contexts_from_joints "
-            f"(or TALOS); target {getattr(target, 'name', target)!r} has none: use method "
-            f"'gan_no_disc'"
-        )
-
-
-def _talos_valid_pairs(target, key, num):
-    x, ok = talos_data.valid_postures(target, key, num + num // 4)  # ~90% pass: cover num
-    x = np.asarray(x)[np.asarray(ok)]
-    if x.shape[0] == 0:
-        raise ValueError("gan: no TALOS posture passed the stance checks; raise steps")
-    x = jnp.asarray(x[np.arange(num) % x.shape[0]], jnp.float32)
-    return jnp.asarray(target.gripper_position(x), jnp.float32), x
 
 
 def make_networks(
@@ -379,7 +327,7 @@ def make_trainer(config: ml_collections.ConfigDict, target) -> base.Trainer:
         return valid_pairs(target, valid_key, bc.num_valid) if use_disc else None
 
     if use_disc:
-        _check_has_valid_pairs(target)  # now, not at the first step
+        require_valid_pairs(target, "gan", "gan_no_disc")  # now, not at the first step
 
     def init(key: chex.PRNGKey) -> base.BaselineState:
         g_key, d_key, key = jax.random.split(key, 3)
@@ -404,7 +352,7 @@ def make_trainer(config: ml_collections.ConfigDict, target) -> base.Trainer:
         return new_state, metrics
 
     def step(state: base.BaselineState, contexts: chex.Array):
-        return jitted_step(state, check_contexts(contexts, context_dim), valid())
+        return jitted_step(state, base.check_contexts(contexts, context_dim), valid())
 
     def model(state: base.BaselineState) -> GANEnsembleModel:
         return GANEnsembleModel(

@@ -9,7 +9,8 @@ from scipy import stats
 
 from avips_jax import config as config_lib
 from avips_jax import targets
-from avips_jax.baselines import flow, flow_layers
+from avips_jax.baselines import flow, flow_layers, valid_pairs
+from avips_jax.targets import talos_data
 
 TINY_HIDDEN = (32, 32)
 
@@ -205,7 +206,7 @@ def test_shapes_and_bad_input_are_named(gmm_flow):
         model.sample(key, ctx, 0)
     with pytest.raises(ValueError, match="x must have shape"):
         model.log_prob(jnp.zeros((2, 4, 2)), ctx)
-    with pytest.raises(ValueError, match=r"contexts must have shape \(B, 1\)"):
+    with pytest.raises(ValueError, match=r"contexts must have shape \(T, 1\)"):
         trainer.step(state, jnp.zeros((4,)))
     with pytest.raises(ValueError, match="contexts_from_joints"):
         flow.make_trainer(tiny_config("flow"), target)
@@ -250,3 +251,35 @@ def test_ml_step_on_panda_pose_contexts():
     x = model.sample(jax.random.PRNGKey(2), ctx, 3)
     assert x.shape == (2, 3, 7) and model.log_prob(x, ctx).shape == (2, 3)
     assert np.all(np.isfinite(np.asarray(model.log_prob(x, ctx))))
+
+
+def test_ml_flow_on_talos_learns_from_one_pool_of_standing_postures(monkeypatch):
+    """TALOS has no contexts_from_joints: "flow" draws its pairs from `num_valid` standing
+    postures, made once at the first step (not at make_trainer or init)."""
+    target = targets.make_target("talos")
+    made = []
+
+    def recording(*args):
+        made.append(real(*args))
+        return made[-1]
+
+    real = valid_pairs.valid_pairs
+    monkeypatch.setattr(valid_pairs, "valid_pairs", recording)
+    config = tiny_config("flow", hidden=(64,))
+    config.baseline.num_valid = 48
+    trainer = flow.make_trainer(config, target)
+    state = trainer.init(jax.random.PRNGKey(0))
+    assert not made
+    batch = jnp.zeros((32, target.context_dim))  # sets B only
+    state, _ = trainer.step(state, batch)
+    (pool_c, pool_q) = made[0]
+    assert pool_q.shape == (48, 34) and np.all(np.asarray(talos_data.stance_checks(target, pool_q)))
+
+    def nll(state):
+        return -float(jnp.mean(trainer.model(state).log_prob(pool_q[:, None], pool_c)))
+
+    nll0 = nll(state)
+    for _ in range(150):
+        state, metrics = trainer.step(state, batch)
+    assert len(made) == 1 and int(state.num_skipped) == 0
+    assert nll(state) < nll0 - 10.0, (nll0, nll(state))

@@ -10,7 +10,6 @@ import pytest
 from avips_jax import config as config_lib
 from avips_jax import targets
 from avips_jax.baselines import gan
-from avips_jax.targets import talos_data
 
 pytestmark = pytest.mark.usefixtures("fast_compiles")
 
@@ -187,33 +186,12 @@ def test_no_density_and_parameter_count():
     assert model.num_parameters == E * per_member  # the generators only, not the discriminator
 
 
-def test_valid_pairs_reach_their_contexts():
-    target = planar_ik()
-    contexts, q = gan.valid_pairs(target, jax.random.PRNGKey(0), 256)
-    assert contexts.shape == (256, 3) and q.shape == (256, 3)
-    assert np.all((q >= -np.pi) & (q <= np.pi))
-    # Independent FK of the planar arm: links of 1/3 along the cumulative angles.
-    phi = np.cumsum(np.asarray(q, np.float64), axis=-1)
-    tip = np.stack([np.cos(phi).sum(-1), np.sin(phi).sum(-1)], -1) / 3.0
-    np.testing.assert_allclose(contexts[:, :2], tip, atol=1e-5)
-    np.testing.assert_allclose(contexts[:, 2], 0.0, atol=1e-6)
-
-
 def test_discriminator_variant_needs_contexts_from_joints():
     with pytest.raises(ValueError, match="gan_no_disc"):
         gan.make_trainer(
             make_config("gan"),
             targets.make_target("planar", num_links=3, min_radius=1.0, max_radius=2.0),
         )
-
-
-def test_talos_valid_pairs_are_standing_postures_and_their_gripper_positions():
-    target = targets.make_target("talos")
-    c, q = gan.valid_pairs(target, jax.random.PRNGKey(0), 12)
-    assert c.shape == (12, 3) and q.shape == (12, 34)
-    assert np.all(np.asarray(talos_data.stance_checks(target, q)))
-    np.testing.assert_allclose(c, target.gripper_position(q), atol=1e-6)
-    assert len(np.unique(np.asarray(q)[:, 0])) > 1  # not one posture repeated
 
 
 def test_no_disc_runs_on_a_toy_target():

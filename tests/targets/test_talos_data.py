@@ -31,6 +31,20 @@ def test_optimised_postures_stand_and_reach_spread_contexts(target):
     assert np.all(np.std(np.asarray(target.gripper_position(x[ok])), axis=0) > 0.05)
 
 
+def test_reaching_postures_cover_the_test_contexts_and_stance_only_ones_do_not(target):
+    key = jax.random.PRNGKey(5)
+    prior = np.asarray(target.sample_contexts(jax.random.PRNGKey(6), 4096))
+
+    def reached_mean_gap(reach):
+        x, ok = talos_data.valid_postures(target, key, 64, steps=600, reach=reach)
+        reached = np.asarray(target.gripper_position(x))[np.asarray(ok)]
+        return np.abs(reached.mean(0) - prior.mean(0))
+
+    assert np.all(reached_mean_gap(True) < 0.15)
+    # Stance-only postures hold the gripper ~0.6 m above the prior's mean height.
+    assert reached_mean_gap(False)[2] > 0.3
+
+
 def test_gripper_position_is_what_position_error_measures(target):
     x = jax.random.uniform(jax.random.PRNGKey(0), (4, 34), minval=target.lower, maxval=target.upper)
     c = target.gripper_position(x)

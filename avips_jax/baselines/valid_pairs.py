@@ -1,0 +1,71 @@
+"""Valid (context, configuration) pairs: the data of the baselines that learn from examples.
+
+The GAN's discriminator ("gan") and the maximum-likelihood flow ("flow") learn from pairs
+(c, q) where q is a valid configuration and c the context it reaches:
+
+    contexts, q = valid_pairs(target, key, num)     # (num, d_c), (num, d) float32
+
+  * IK targets (with `contexts_from_joints`): q uniform in the joint limits (`ik.sampling_box`:
+    ranges wider than 2 pi become [-pi, pi], the IKFlow protocol), c = contexts_from_joints(q).
+  * TALOS, whose uniform postures do not stand (the feet float, the robot falls): postures
+    optimised to stand (`talos_data.valid_postures`, only those that pass its checks, repeated
+    cyclically up to `num`) and c = their gripper positions. 32768 take about 40 s on 2 CPU
+    cores, so the trainers make them once, at their first step.
+"""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from avips_jax.targets import base as target_base
+from avips_jax.targets import ik, talos_data
+
+__all__ = ["has_valid_pairs", "require_valid_pairs", "valid_pairs"]
+
+
+def has_valid_pairs(target) -> bool:
+    """Whether `valid_pairs` can make pairs for `target` (an IK target or TALOS)."""
+    return _is_talos(target) or hasattr(target, "contexts_from_joints")
+
+
+def require_valid_pairs(target, method: str, alternative: str) -> None:
+    """ValueError naming `method` and `alternative` unless `target` has valid pairs."""
+    if not has_valid_pairs(target):
+        raise ValueError(
+            f"method {method!r} learns from valid (context, configuration) pairs, which need an "
+            f"IK target with contexts_from_joints (or TALOS); target "
+            f"{getattr(target, 'name', target)!r} has none: use method {alternative!r}"
+        )
+
+
+def valid_pairs(target, key: chex.PRNGKey, num: int) -> tuple[jax.Array, jax.Array]:
+    """`num` valid pairs for `target` (see the module docstring for how they are made).
+
+    Returns:
+        contexts (num, d_c), q (num, d), float32.
+
+    Raises:
+        ValueError: `num` < 1, a target without valid pairs, or no TALOS posture that stands.
+    """
+    num = int(num)
+    if num < 1:
+        raise ValueError(f"valid_pairs needs num >= 1, got {num}")
+    if _is_talos(target):
+        return _talos_valid_pairs(target, key, num)
+    require_valid_pairs(target, "valid_pairs", "a reverse-KL or NLL-only method")
+    q = target_base.uniform_box(key, num, *ik.sampling_box(target.robot))
+    return jnp.asarray(target.contexts_from_joints(q), jnp.float32), q
+
+
+def _is_talos(target) -> bool:
+    return getattr(target, "name", "") == "talos"
+
+
+def _talos_valid_pairs(target, key, num):
+    x, ok = talos_data.valid_postures(target, key, num + num // 2)  # ~70% pass: cover num
+    x = np.asarray(x)[np.asarray(ok)]
+    if x.shape[0] == 0:
+        raise ValueError("valid_pairs: no TALOS posture passed the stance checks; raise steps")
+    x = jnp.asarray(x[np.arange(num) % x.shape[0]], jnp.float32)
+    return jnp.asarray(target.gripper_position(x), jnp.float32), x
