@@ -51,6 +51,11 @@ def default_config() -> ml_collections.ConfigDict:
     # 1.4 components per context. u = 0.1 shrinks that gap to 3-5 nats; u = 1 to 0.8 nats but
     # every component is worse (ELBO -1.9 vs 1.4). experiments/configs/common.py has IK numbers.
     c.train.uniform_component_share = 0.0
+    # The last fraction f of num_steps trains the gate alone: the components are frozen (their
+    # learning rate is 0, nothing is added) and the gate's learning rate restarts its decay from
+    # gate_lr, so the weights settle on the ELBO-optimal ones for the final components instead of
+    # chasing components that keep moving. 0 (the thesis) disables it.
+    c.train.gate_refit_fraction = 0.0
     c.train.grad_clip = 1.0  # global gradient-norm clip (0 disables)
     c.train.log_every = 100
     c.train.log_samples = 32  # samples per context for the logged entropy / position error
@@ -148,6 +153,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                 ("components.add", config.components.add),
                 ("components.remove", config.components.remove),
                 ("train.uniform_component_share", config.train.uniform_component_share),
+                ("train.gate_refit_fraction", config.train.gate_refit_fraction),
             )
             if value
         ]
@@ -175,6 +181,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if not 0.0 <= t.uniform_component_share <= 1.0:
         raise ValueError(
             f"train.uniform_component_share must be in [0, 1], got {t.uniform_component_share}."
+        )
+    if not 0.0 <= t.gate_refit_fraction < 1.0:
+        raise ValueError(
+            f"train.gate_refit_fraction must be in [0, 1), got {t.gate_refit_fraction}."
         )
     p = config.projection
     if p.enabled and (p.eps_mean <= 0 or p.eps_cov <= 0):

@@ -194,7 +194,7 @@ def _make_adapt(config, module, target) -> loop.Adapt:
             for slot in np.flatnonzero(np.asarray(removed)):
                 events.append({"step": step + 1, "event": "removed", "slot": int(slot)})
         if add_fn is not None and (step + 1) % cc.add_every == 0:
-            if step + 1 <= cc.add_until * t.num_steps:
+            if step + 1 <= min(cc.add_until * t.num_steps, train.gate_refit_start(config)):
                 state, info = add_fn(state, contexts, jax.random.fold_in(step_key, 7))
                 if bool(info["added"]):
                     events.append({"step": step + 1, "event": "added", "slot": int(info["slot"])})

@@ -88,7 +88,9 @@ def make_model(config: ml_collections.ConfigDict, target: Target) -> networks.Co
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
     """Adam with separate learning rates for the gate and the components (optionally cosine-decayed
-    to `final_lr_fraction` of their initial value), after global-norm clipping."""
+    to `final_lr_fraction` of their initial value), after global-norm clipping. In the gate-refit
+    phase (the last `gate_refit_fraction` of the steps) the components' rate is 0 and the gate's
+    decay starts again from gate_lr."""
     t = config.train
 
     def labels(params):
@@ -97,20 +99,34 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
             for name, sub in params.items()
         }
 
-    def schedule(lr):
+    def decay(lr, steps):
         if t.lr_decay == "cosine":
-            return optax.cosine_decay_schedule(lr, t.num_steps, alpha=t.final_lr_fraction)
+            return optax.cosine_decay_schedule(lr, steps, alpha=t.final_lr_fraction)
         if t.lr_decay == "none":
-            return lr
+            return lr  # a float, not a schedule: the optimiser state of older runs stays valid
         raise ValueError(f"train.lr_decay must be 'cosine' or 'none', got {t.lr_decay!r}.")
 
-    adam = optax.multi_transform(
-        {"gate": optax.adam(schedule(t.gate_lr)), "rest": optax.adam(schedule(t.component_lr))},
-        labels,
-    )
+    refit_start = gate_refit_start(config)
+    gate, rest = decay(t.gate_lr, refit_start), decay(t.component_lr, refit_start)
+    if refit_start < t.num_steps:
+        refit = decay(t.gate_lr, t.num_steps - refit_start)
+        gate = optax.join_schedules([_as_schedule(gate), _as_schedule(refit)], [refit_start])
+        frozen = optax.constant_schedule(0.0)
+        rest = optax.join_schedules([_as_schedule(rest), frozen], [refit_start])
+    adam = optax.multi_transform({"gate": optax.adam(gate), "rest": optax.adam(rest)}, labels)
     if t.grad_clip > 0:
         return optax.chain(optax.clip_by_global_norm(t.grad_clip), adam)
     return adam
+
+
+def _as_schedule(lr) -> optax.Schedule:
+    return lr if callable(lr) else optax.constant_schedule(lr)
+
+
+def gate_refit_start(config: ml_collections.ConfigDict) -> int:
+    """The first step of the gate-refit phase (`num_steps` when there is none)."""
+    t = config.train
+    return t.num_steps - int(round(t.gate_refit_fraction * t.num_steps))
 
 
 def create_train_state(

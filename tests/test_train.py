@@ -205,3 +205,52 @@ def test_a_slot_without_weight_learns_only_with_a_uniform_component_share():
     weighted, uniform = slot_grad_norms(0.0), slot_grad_norms(1.0)
     assert weighted[0] > 1e-3 and weighted[1] < 1e-6 * weighted[0], weighted
     assert uniform[0] > 1e-3 and uniform[1] > 1e-2 * uniform[0], uniform
+
+
+def test_gate_refit_phase_freezes_the_components_and_restarts_the_gate_decay():
+    c = _small_config(**{"train.num_steps": 10, "train.gate_refit_fraction": 0.4})
+    assert train.gate_refit_start(c) == 6
+    _, _, _, state, _ = fit.build(c)
+    optimizer = train.make_optimizer(c)
+    params, opt_state = state.params, optimizer.init(state.params)
+    grads = jax.tree.map(jnp.ones_like, params)  # constant: each Adam step moves by ~lr(t)
+    moves = []
+    for _ in range(10):
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        moves.append(
+            {
+                name: float(
+                    jnp.max(jnp.abs(jnp.concatenate([u.ravel() for u in jax.tree.leaves(sub)])))
+                )
+                for name, sub in updates.items()
+            }
+        )
+        params = jax.tree.map(jnp.add, params, updates)
+    gate, components = [m["gate"] for m in moves], [m["components"] for m in moves]
+    assert all(m > 0 for m in components[:6]) and all(m == 0 for m in components[6:])
+    np.testing.assert_allclose(gate[0], c.train.gate_lr, rtol=1e-3)
+    np.testing.assert_allclose(gate[6], c.train.gate_lr, rtol=1e-3)  # the restart
+    assert gate[5] < 0.5 * gate[0] and gate[9] < 0.5 * gate[6]  # cosine decays within each
+
+
+def test_no_component_is_added_in_the_gate_refit_phase():
+    c = _small_config(
+        **{
+            "train.num_steps": 8,
+            "train.gate_refit_fraction": 0.5,
+            "model.num_components": 8,
+            "model.initial_components": 1,
+            "components.add": True,
+            "components.add_every": 1,
+            "components.add_until": 1.0,
+        }
+    )
+    added = [e["step"] for e in fit.fit(c, progress=False).events if e["event"] == "added"]
+    assert added and max(added) <= 4, added
+
+
+def test_gate_refit_fraction_is_checked():
+    from avips_jax import config as config_lib
+
+    with pytest.raises(ValueError, match="gate_refit_fraction"):
+        config_lib.validate_config(_small_config(**{"train.gate_refit_fraction": 1.0}))
