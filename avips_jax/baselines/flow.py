@@ -65,7 +65,7 @@ def default_baseline_config() -> ml_collections.ConfigDict:
     b.learning_rate = 5e-4  # Adam; decay, clipping and num_steps come from config.train
     b.samples_per_context = 16  # "flow_reverse_kl" only: reparameterised draws per context
     # "flow" on TALOS only (IK targets draw fresh pairs every step): the pool of standing
-    # postures, made once at the first step (about 40 s on 2 CPU cores).
+    # postures, made once at the first step.
     b.num_valid = 32768
     return b
 

@@ -8,9 +8,9 @@ The GAN's discriminator ("gan") and the maximum-likelihood flow ("flow") learn f
   * IK targets (with `contexts_from_joints`): q uniform in the joint limits (`ik.sampling_box`:
     ranges wider than 2 pi become [-pi, pi], the IKFlow protocol), c = contexts_from_joints(q).
   * TALOS, whose uniform postures do not stand (the feet float, the robot falls): postures
-    optimised to stand (`talos_data.valid_postures`, only those that pass its checks, repeated
-    cyclically up to `num`) and c = their gripper positions. 32768 take about 40 s on 2 CPU
-    cores, so the trainers make them once, at their first step.
+    optimised to stand and reach contexts from the test prior (`talos_data.valid_postures`;
+    only those that pass its checks, repeated cyclically up to `num`) and c = their gripper
+    positions. Each takes 1000 Adam steps, so the trainers make them once, at their first step.
 """
 
 import chex

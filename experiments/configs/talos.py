@@ -26,7 +26,7 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
     if preset == "precise":
         c.target.kwargs.gripper_std = 0.005
     if c.method == "gan":
-        # Valid TALOS postures are optimised, not drawn (talos_data.valid_postures: 256 in ~6 s
-        # on 2 CPU cores), so the discriminator's pool is smaller than the IK targets' 100k.
+        # Valid TALOS postures are optimised, not drawn (talos_data.valid_postures), so the
+        # discriminator's pool is smaller than the IK targets' 100k.
         c.baseline.num_valid = 4096
     return c
