@@ -7,8 +7,8 @@ difference between methods can be told from the spread between seeds.
 The run of seed s is `<runs_dir>/seed<s>/<robot>/<method>`, trained, resumed or loaded as by
 compare (the same config at `--config.seed=s`); every run of a robot is evaluated on the same
 seeded test set. Writes `<out>.csv` (compare's columns and `train_seed`, one row per robot,
-method and seed) and `<out>.md`: for each metric, mean ± standard deviation over the seeds with
-the per-seed values, and, for each other method, on how many seeds avips is better (paired by
+method and seed) and `<out>.md`: for each metric, the median over the seeds with the per-seed
+values, and, for each other method, on how many seeds avips is better (paired by
 seed). All of compare's flags but --train_seed apply.
 """
 
@@ -66,8 +66,21 @@ def run_seeds(settings: compare.Settings, seeds: tuple[int, ...]) -> list[dict]:
     return rows
 
 
-def metric_values(rows: list[dict], robot: str, method: str, key: str) -> dict[int, float]:
-    """{seed: value} of the "ok" rows of (robot, method) with a finite `key`."""
+# An ELBO estimate cannot exceed log Z, which for these targets is a few tens of nats at most; an
+# estimate above this is a broken log q (ill-conditioned Cholesky factors in float32), not a model.
+BROKEN_ELBO = 1e6
+
+
+def is_broken(row: dict) -> bool:
+    """Whether the run's ELBO estimate is above BROKEN_ELBO (a numerically broken model)."""
+    return compare_table.is_number(row.get("elbo")) and row["elbo"] > BROKEN_ELBO
+
+
+def metric_values(
+    rows: list[dict], robot: str, method: str, key: str, *, skip_broken: bool = False
+) -> dict[int, float]:
+    """{seed: value} of the "ok" rows of (robot, method) with a finite `key` (without the broken
+    runs if `skip_broken`)."""
     return {
         r["train_seed"]: float(r[key])
         for r in rows
@@ -75,17 +88,38 @@ def metric_values(rows: list[dict], robot: str, method: str, key: str) -> dict[i
         and r["method"] == method
         and r.get("status", "ok") == "ok"
         and compare_table.is_number(r.get(key))
+        and not (skip_broken and is_broken(r))
     }
 
 
-def summary_cell(values: dict[int, float], fmt: str) -> str:
-    """ "mean ± std (v_s0, v_s1, ...)" (sample std, ddof 1); "n/a" without values."""
+def broken_notes(rows: list[dict]) -> list[str]:
+    """A line for each broken run, saying it is left out of the paired wins."""
+    return [
+        f"{r['robot']} / {r['method']} / seed {r['train_seed']}: ELBO estimate "
+        f"{r['elbo']:.3g} > {BROKEN_ELBO:.0e} nats, a numerically broken model (its position "
+        f"error: {r.get('position_error_mean_mm', float('nan')):.1f} mm); shown in the cells, "
+        "left out of the medians and the paired wins"
+        for r in rows
+        if r.get("status", "ok") == "ok" and is_broken(r)
+    ]
+
+
+def summary_cell(values: dict[int, float], fmt: str, broken: frozenset[int] = frozenset()) -> str:
+    """ "median (v_s0, v_s1, ...)" in seed order; "n/a" without values. The median is over the
+    seeds not in `broken` (their values are shown, marked "(broken)"); the median, not the mean,
+    so that one run far off does not decide the cell."""
     if not values:
         return compare_table.NA
-    v = np.array([values[s] for s in sorted(values)])
-    spread = f" ± {format(np.std(v, ddof=1), fmt)}" if v.size > 1 else ""
-    each = ", ".join(format(x, fmt) for x in v)
-    return f"{format(np.mean(v), fmt)}{spread} ({each})"
+    kept = [values[s] for s in sorted(values) if s not in broken]
+    each = ", ".join(
+        _number(values[s], fmt) + (" (broken)" if s in broken else "") for s in sorted(values)
+    )
+    median = _number(float(np.median(kept)), fmt) if kept else compare_table.NA
+    return f"{median} ({each})"
+
+
+def _number(x: float, fmt: str) -> str:
+    return format(x, ".3g") if abs(x) >= 1e6 else format(x, fmt)  # a diverged run: 1e+23
 
 
 def wins_cell(reference: dict[int, float], other: dict[int, float], sign: int) -> str:
@@ -98,7 +132,7 @@ def wins_cell(reference: dict[int, float], other: dict[int, float], sign: int) -
 
 
 def summary_markdown(rows: list[dict]) -> str:
-    """Per robot: a table of mean ± std (per-seed values) by method, and avips's paired wins."""
+    """Per robot: a table of medians (per-seed values) by method, and avips's paired wins."""
     parts = []
     robots = list(dict.fromkeys(r["robot"] for r in rows))
     for robot in robots:
@@ -106,21 +140,33 @@ def summary_markdown(rows: list[dict]) -> str:
         head = "| method | " + " | ".join(h for _, h, _, _ in SUMMARY_METRICS) + " |"
         lines = [f"### {robot}", "", head, "|" + "---|" * (len(SUMMARY_METRICS) + 1)]
         for method in methods:
+            broken = frozenset(
+                r["train_seed"]
+                for r in rows
+                if r["robot"] == robot and r["method"] == method and is_broken(r)
+            )
             cells = [
-                summary_cell(metric_values(rows, robot, method, key), fmt)
+                summary_cell(metric_values(rows, robot, method, key), fmt, broken)
                 for key, _, fmt, _ in SUMMARY_METRICS
             ]
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         others = [m for m in methods if m != REFERENCE]
         if REFERENCE in methods and others:
-            lines += ["", f"Seeds on which {REFERENCE} is better (paired by seed):", ""]
+            lines += [
+                "",
+                f"Seeds on which {REFERENCE} is better (paired by seed; broken runs left out):",
+                "",
+            ]
             lines += [head.replace("| method |", "| against |"), lines[3]]
             ref = {
-                key: metric_values(rows, robot, REFERENCE, key) for key, _, _, _ in SUMMARY_METRICS
+                key: metric_values(rows, robot, REFERENCE, key, skip_broken=True)
+                for key, _, _, _ in SUMMARY_METRICS
             }
             for method in others:
                 cells = [
-                    wins_cell(ref[key], metric_values(rows, robot, method, key), sign)
+                    wins_cell(
+                        ref[key], metric_values(rows, robot, method, key, skip_broken=True), sign
+                    )
                     for key, _, _, sign in SUMMARY_METRICS
                 ]
                 lines.append(f"| {method} | " + " | ".join(cells) + " |")
@@ -130,7 +176,7 @@ def summary_markdown(rows: list[dict]) -> str:
 
 def report_markdown(rows: list[dict], settings: compare.Settings, seeds, command: str) -> str:
     date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    failed = compare_table.notes(rows)
+    failed = compare_table.notes(rows) + broken_notes(rows)
     return "\n".join(
         [
             f"# Seed study: {', '.join(settings.methods)} on {', '.join(settings.robots)} "
@@ -140,9 +186,10 @@ def report_markdown(rows: list[dict], settings: compare.Settings, seeds, command
             f"`{settings.runs_dir}/seed<s>`.",
             "",
             f"- Hardware: {compare_report.hardware()}.",
-            "- Every cell: mean ± standard deviation over the seeds (per-seed values in seed "
-            "order). Metrics as in `results/comparison.md`; the test set is the same for every "
-            "seed and method.",
+            "- Every cell: the median over the seeds, then the per-seed values in seed order; "
+            "a numerically broken run (see the notes) is shown but left out of the median. "
+            "Metrics as in `results/comparison.md`; the test set is the same for every seed "
+            "and method.",
             "",
             summary_markdown(rows),
             "",

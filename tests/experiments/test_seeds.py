@@ -2,7 +2,6 @@
 
 import csv
 
-import numpy as np
 import pytest
 
 from experiments import compare, seeds
@@ -15,10 +14,12 @@ def _row(method, seed, **metrics):
     return row | metrics
 
 
-def test_summary_cell_mean_sample_std_and_values_in_seed_order():
-    assert seeds.summary_cell({2: 3.0, 0: 1.0, 1: 2.0}, ".2f") == "2.00 ± 1.00 (1.00, 2.00, 3.00)"
+def test_summary_cell_median_and_values_in_seed_order():
+    assert seeds.summary_cell({2: 3.0, 0: 1.0, 1: 2.5}, ".2f") == "2.50 (1.00, 2.50, 3.00)"
     assert seeds.summary_cell({5: 1.5}, ".1f") == "1.5 (1.5)"
     assert seeds.summary_cell({}, ".1f") == "n/a"
+    broken = seeds.summary_cell({0: -2.0, 1: 7.8e23, 2: -1.0}, ".2f", frozenset({1}))
+    assert broken == "-1.50 (-2.00, 7.8e+23 (broken), -1.00)"
 
 
 def test_wins_are_paired_by_seed_and_follow_the_metric_direction():
@@ -28,23 +29,34 @@ def test_wins_are_paired_by_seed_and_follow_the_metric_direction():
     assert seeds.wins_cell(avips, {7: 1.0}, +1) == "n/a"
 
 
-def test_summary_markdown_skips_failed_and_missing_values():
+def test_summary_markdown_skips_failed_missing_and_broken_values():
     rows = [
         _row("avips", 0, entropy=-13.0, elbo=-4.0),
         _row("avips", 1, entropy=-13.4, elbo=float("nan")),
+        _row("avips", 2, entropy=-13.1, elbo=-3.0),
         _row("vanilla_gmm", 0, entropy=-13.1, elbo=-3.0),
         _row("vanilla_gmm", 1, entropy=-13.2, elbo=-2.0),
+        _row("vanilla_gmm", 2, entropy=7e23, elbo=8e23, position_error_mean_mm=400.0),
         {"robot": "panda", "method": "vanilla_gmm", "status": "failed", "note": "x",
-         "train_seed": 2, "entropy": 99.0},
+         "train_seed": 3, "entropy": 99.0},
     ]  # fmt: skip
-    values = seeds.metric_values(rows, "panda", "avips", "elbo")
-    assert values == {0: -4.0}
+    assert seeds.metric_values(rows, "panda", "avips", "elbo") == {0: -4.0, 2: -3.0}
+    assert seeds.metric_values(rows, "panda", "vanilla_gmm", "elbo", skip_broken=True) == {
+        0: -3.0,
+        1: -2.0,
+    }
     text = seeds.summary_markdown(rows)
     assert "### panda" in text
-    assert f"| -13.20 ± {np.std([-13.0, -13.4], ddof=1):.2f} (-13.00, -13.40) |" in text
+    assert "| -13.10 (-13.00, -13.40, -13.10) |" in text  # avips entropy
+    assert "| -13.15 (-13.10, -13.20, 7e+23 (broken)) |" in text  # vanilla entropy
     against = text.split("paired by seed")[1]
-    # entropy: avips better on seed 0 only; ELBO: only seed 0 is shared, avips worse there.
+    # The broken seed 2 is left out: ELBO shared on seed 0 only (avips worse); entropy on
+    # seeds 0 and 1 (avips better on seed 0).
     assert "| vanilla_gmm | n/a | n/a | 0 of 1 | 1 of 2 |" in against
+    (note,) = seeds.broken_notes(rows)
+    assert (
+        note.startswith("panda / vanilla_gmm / seed 2: ELBO estimate 8e+23") and "400.0 mm" in note
+    )
 
 
 def test_bad_seed_lists_are_refused():
