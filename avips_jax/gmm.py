@@ -313,36 +313,53 @@ def _check_per_component_samples(params: GMMParams, x: chex.Array) -> None:
         )
 
 
-def per_component_sample_log_probs(params: GMMParams, x: chex.Array) -> chex.Array:
+def per_component_sample_log_probs(
+    params: GMMParams, x: chex.Array, own_log_prob: chex.Array | None = None
+) -> chex.Array:
     """Every per-component sample under every component of its context.
 
     Args:
         params: GMM parameters.
         x: (S, B, K_s, d) samples, e.g. from `sample_components` (K_s = K).
+        own_log_prob: optional (S, B, K) exact log N_k(x[s, b, k]) of each sample under the
+            component that drew it (`own_sample_log_prob`), used on the diagonal j = k instead
+            of the triangular solve. With an ill-conditioned L_k the float32 solve can be off by
+            many orders of magnitude (cond(L) ~ 1e20 gave log N ~ -1e28 at a component's own
+            sample), and an optimiser then learns to make L worse: the exact term bounds the
+            mixture density below by log w_k + log N_k, which no solve error can lower.
 
     Returns:
         (S, B, K_s, K): entry [s, b, j, k] = log N_k(x[s, b, j] | c_b).
     """
     _check_per_component_samples(params, x)
-    out = component_log_probs(params, jnp.swapaxes(x, 1, 2))  # (S, K_s, B, K)
-    return jnp.swapaxes(out, 1, 2)
+    out = jnp.swapaxes(component_log_probs(params, jnp.swapaxes(x, 1, 2)), 1, 2)
+    if own_log_prob is None:
+        return out
+    k = out.shape[-1]
+    chex.assert_shape(own_log_prob, out.shape[:-1])
+    return jnp.where(jnp.eye(k, dtype=bool), own_log_prob[..., None], out)
 
 
 def per_component_sample_log_responsibilities(
-    params: GMMParams, active: chex.Array, x: chex.Array
+    params: GMMParams, active: chex.Array, x: chex.Array, own_log_prob: chex.Array | None = None
 ) -> chex.Array:
-    """log q(k | x[s, b, j], c_b) for per-component samples: (S, B, K_s, d) -> (S, B, K_s, K)."""
-    _check_per_component_samples(params, x)
-    out = log_responsibilities(params, active, jnp.swapaxes(x, 1, 2))  # (S, K_s, B, K)
-    return jnp.swapaxes(out, 1, 2)
+    """log q(k | x[s, b, j], c_b) for per-component samples: (S, B, K_s, d) -> (S, B, K_s, K)
+    (`own_log_prob` as in `per_component_sample_log_probs`)."""
+    joint = log_weights(params, active)[:, None, :] + per_component_sample_log_probs(
+        params, x, own_log_prob
+    )
+    return joint - jax.nn.logsumexp(joint, axis=-1, keepdims=True)
 
 
 def per_component_sample_log_prob(
-    params: GMMParams, active: chex.Array, x: chex.Array
+    params: GMMParams, active: chex.Array, x: chex.Array, own_log_prob: chex.Array | None = None
 ) -> chex.Array:
-    """Mixture log-density of per-component samples: (S, B, K_s, d) -> (S, B, K_s)."""
-    _check_per_component_samples(params, x)
-    return jnp.swapaxes(log_prob(params, active, jnp.swapaxes(x, 1, 2)), 1, 2)
+    """Mixture log-density of per-component samples: (S, B, K_s, d) -> (S, B, K_s)
+    (`own_log_prob` as in `per_component_sample_log_probs`)."""
+    joint = log_weights(params, active)[:, None, :] + per_component_sample_log_probs(
+        params, x, own_log_prob
+    )
+    return jax.nn.logsumexp(joint, axis=-1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -361,9 +378,28 @@ def sample_components(params: GMMParams, key: chex.PRNGKey, n: int) -> chex.Arra
     Returns:
         (n, B, K, d), differentiable w.r.t. means and chols.
     """
+    return sample_components_and_noise(params, key, n)[0]
+
+
+def sample_components_and_noise(
+    params: GMMParams, key: chex.PRNGKey, n: int
+) -> tuple[chex.Array, chex.Array]:
+    """`sample_components` and the standard-normal noise eps (n, B, K, d) it used (the same
+    key gives the same eps for any params of the same shapes)."""
     b, k, d = check_params(params)
     eps = jax.random.normal(key, (n, b, k, d), dtype=params.means.dtype)
-    return params.means + jnp.einsum("bkij,nbkj->nbki", params.chols, eps)
+    return params.means + jnp.einsum("bkij,nbkj->nbki", params.chols, eps), eps
+
+
+def own_sample_log_prob(chols: chex.Array, eps: chex.Array) -> chex.Array:
+    """Exact log N_k(mu_k + L_k eps | mu_k, L_k L_k^T) = -|eps|^2 / 2 - d log(2 pi) / 2 -
+    sum log diag L_k, with no solve: chols (B, K, d, d), eps (S, B, K, d) -> (S, B, K).
+
+    Its value and its total derivative (the Mahalanobis term is constant along the sample path)
+    are those of `gaussian_log_prob` at the sample, in exact arithmetic."""
+    d = eps.shape[-1]
+    half_logdet = jnp.sum(jnp.log(jnp.diagonal(chols, axis1=-2, axis2=-1)), axis=-1)
+    return -0.5 * (jnp.sum(jnp.square(eps), axis=-1) + d * LOG_2PI) - half_logdet
 
 
 def sample(

@@ -121,7 +121,11 @@ def _diagonal(a: chex.Array) -> chex.Array:
 
 
 def _pooled_rewards(
-    params: gmm.GMMParams, active: chex.Array, x: chex.Array, log_p: chex.Array
+    params: gmm.GMMParams,
+    active: chex.Array,
+    x: chex.Array,
+    log_p: chex.Array,
+    own_log_prob: chex.Array | None = None,
 ) -> tuple[chex.Array, chex.Array]:
     """Self-normalised IS estimate of r_k from ALL components' samples (sample reuse).
 
@@ -133,14 +137,14 @@ def _pooled_rewards(
         rewards (B, K) and the ESS (B,) of the pool as importance samples of the target.
     """
     s, b, k, _ = x.shape
-    pool = jnp.reshape(jnp.swapaxes(x, 1, 2), (s * k, b, -1))  # (N, B, d)
     pool_log_p = jnp.reshape(jnp.swapaxes(log_p, 1, 2), (s * k, b))
     from_active = jnp.reshape(jnp.broadcast_to(active[None, :, None], (s, k, b)), (s * k, b))
-    comp = gmm.component_log_probs(params, pool)  # (N, B, K)
+    comp = gmm.per_component_sample_log_probs(params, x, own_log_prob)  # (S, B, K_s, K)
+    comp = jnp.reshape(jnp.swapaxes(comp, 1, 2), (s * k, b, k))  # (N, B, K), pool order
     log_pool = jax.nn.logsumexp(jnp.where(active, comp, -jnp.inf), axis=-1) - jnp.log(
         jnp.sum(active)
     )
-    log_q = gmm.log_prob(params, active, pool)  # (N, B)
+    log_q = jax.nn.logsumexp(gmm.log_weights(params, active) + comp, axis=-1)  # (N, B)
     valid = from_active & jnp.isfinite(pool_log_p)
     log_ratio = jnp.where(valid, pool_log_p - log_q, 0.0)
     log_iw = jnp.where(valid[..., None], comp - log_pool[..., None], -jnp.inf)  # (N, B, K)
@@ -188,6 +192,7 @@ def vips_loss(
     pooled_rewards: bool = False,
     regression_direction: str = "forward",
     uniform_component_share: float = 0.0,
+    own_log_prob: chex.Array | None = None,
 ) -> tuple[chex.Array, LossAux]:
     """The aVIPS loss for one batch.
 
@@ -204,6 +209,9 @@ def vips_loss(
         regression_direction: see `regression_loss`.
         uniform_component_share: share u of the uniform 1/K_active mixed into the weights w_k(c)
             that scale the component surrogate (`component_loss_weights`); 0 is the thesis.
+        own_log_prob: optional (S, B, K) `gmm.own_sample_log_prob(proj.chols, eps)` of the
+            noise that drew x: each sample's density under its own component, exact (see
+            `gmm.per_component_sample_log_probs`); None evaluates it by triangular solves.
 
     Returns:
         (scalar loss, LossAux).
@@ -216,16 +224,20 @@ def vips_loss(
     finite = jnp.isfinite(log_p)
     log_p_safe = jnp.where(finite, log_p, 0.0)
 
-    log_resp = _diagonal(gmm.per_component_sample_log_responsibilities(sg, active, x))
-    log_own = gmm.gaussian_log_prob(proj.means, proj.chols, x)  # (S, B, K), params + path
+    own_sg = None if own_log_prob is None else jax.lax.stop_gradient(own_log_prob)
+    log_resp = _diagonal(gmm.per_component_sample_log_responsibilities(sg, active, x, own_sg))
+    if own_log_prob is None:
+        log_own = gmm.gaussian_log_prob(proj.means, proj.chols, x)  # (S, B, K), params + path
+    else:
+        log_own = own_log_prob  # the same value and total derivative, without a solve
     own_terms = jnp.where(active, log_p_safe + log_resp - log_own, 0.0)
     component_loss = -jnp.mean(jnp.sum(w_sg * jnp.mean(own_terms, axis=0), axis=-1))
     # Centred: same gradient, value 0, so that the total loss value is -ELBO + alpha * reg.
     component_loss = component_loss - jax.lax.stop_gradient(component_loss)
 
-    log_q = gmm.per_component_sample_log_prob(sg, active, x)  # (S, B, K)
+    log_q = gmm.per_component_sample_log_prob(sg, active, x, own_sg)  # (S, B, K)
     if pooled_rewards:
-        rewards, ess = _pooled_rewards(sg, active, jax.lax.stop_gradient(x), log_p)
+        rewards, ess = _pooled_rewards(sg, active, jax.lax.stop_gradient(x), log_p, own_sg)
     else:
         rewards = jnp.mean(jnp.where(active, log_p_safe - log_q, 0.0), axis=0)
         ess = jnp.full((b,), s * jnp.sum(active), dtype=x.dtype)
@@ -256,7 +268,11 @@ def vips_loss(
 
 
 def vanilla_elbo_loss(
-    params: gmm.GMMParams, active: chex.Array, x: chex.Array, log_p: chex.Array
+    params: gmm.GMMParams,
+    active: chex.Array,
+    x: chex.Array,
+    log_p: chex.Array,
+    own_log_prob: chex.Array | None = None,
 ) -> tuple[chex.Array, LossAux]:
     """The vanilla-GMM baseline: -ELBO with plain reparameterised gradients.
 
@@ -270,6 +286,8 @@ def vanilla_elbo_loss(
         active: (K,) bool mask.
         x: (S, B, K, d) reparameterised samples of every component (gradient path kept).
         log_p: (S, B, K) target log-density at x.
+        own_log_prob: optional (S, B, K) exact density of each sample under its own component
+            (`gmm.own_sample_log_prob(params.chols, eps)`, differentiable); see `vips_loss`.
 
     Returns:
         (scalar loss = -mean_b ELBO, LossAux).
@@ -277,7 +295,7 @@ def vanilla_elbo_loss(
     s, b, k, _ = x.shape
     chex.assert_shape(log_p, (s, b, k))
     finite = jnp.isfinite(log_p)
-    log_q = gmm.per_component_sample_log_prob(params, active, x)  # (S, B, K)
+    log_q = gmm.per_component_sample_log_prob(params, active, x, own_log_prob)  # (S, B, K)
     rewards = jnp.where(active, jnp.mean(jnp.where(finite, log_p, 0.0) - log_q, axis=0), 0.0)
     log_w = gmm.log_weights(params, active)
     w = jnp.where(active, jnp.exp(log_w), 0.0)
@@ -296,7 +314,11 @@ def vanilla_elbo_loss(
 
 
 def own_sample_objective(
-    params: gmm.GMMParams, active: chex.Array, x: chex.Array, log_p: chex.Array
+    params: gmm.GMMParams,
+    active: chex.Array,
+    x: chex.Array,
+    log_p: chex.Array,
+    own_log_prob: chex.Array | None = None,
 ) -> chex.Array:
     """J_k = mean_b [log w_k + mean_s (log p(x) - log q(x))] from component k's own samples.
 
@@ -308,12 +330,13 @@ def own_sample_objective(
         active: (K,) bool mask.
         x: (S, B, K, d) samples of every component.
         log_p: (S, B, K) target log-density at x.
+        own_log_prob: optional (S, B, K) exact own-component densities (see `vips_loss`).
 
     Returns:
         (K,) objective, 0 on inactive slots, NaN where a target value is not finite.
     """
-    params, x = jax.lax.stop_gradient((params, x))
-    log_q = gmm.per_component_sample_log_prob(params, active, x)  # (S, B, K)
+    params, x, own_log_prob = jax.lax.stop_gradient((params, x, own_log_prob))
+    log_q = gmm.per_component_sample_log_prob(params, active, x, own_log_prob)  # (S, B, K)
     rewards = jnp.mean(log_p - log_q, axis=0)  # (B, K)
     log_w = jnp.where(active, gmm.log_weights(params, active), 0.0)
     return jnp.where(active, jnp.mean(log_w + rewards, axis=0), 0.0)

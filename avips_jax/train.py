@@ -168,16 +168,18 @@ def make_loss_fn(
     def loss_fn(params, slots, old, active, tr, contexts, key):
         pred = module.apply({"params": params, networks.SLOTS: slots}, contexts)
         if config.method == "vanilla_gmm":
-            x = gmm.sample_components(pred, key, t.samples_per_component)
+            x, eps = gmm.sample_components_and_noise(pred, key, t.samples_per_component)
             log_p = target.log_prob(x, contexts[None, :, None, :])
-            loss, aux = objectives.vanilla_elbo_loss(pred, active, x, log_p)
+            own = gmm.own_sample_log_prob(pred.chols, eps)
+            loss, aux = objectives.vanilla_elbo_loss(pred, active, x, log_p, own)
             return loss, (aux, None)
         proj = pred
         if p.enabled:
             eps_cov = tr.eps_cov if p.covariance else None
             proj = objectives.project_mixture(pred, old, active, tr.eps_mean, eps_cov, eps_weights)
-        x = gmm.sample_components(proj, key, t.samples_per_component)
+        x, eps = gmm.sample_components_and_noise(proj, key, t.samples_per_component)
         log_p = target.log_prob(x, contexts[None, :, None, :])
+        own = gmm.own_sample_log_prob(proj.chols, eps)
         loss, aux = objectives.vips_loss(
             proj,
             pred,
@@ -189,15 +191,17 @@ def make_loss_fn(
             pooled_rewards=config.sir.enabled,
             regression_direction=p.regression_direction,
             uniform_component_share=t.uniform_component_share,
+            own_log_prob=own,
         )
         paired = None
         if paired_tr:
             # The old model on the same contexts with the same noise (common random numbers).
-            x_old = gmm.sample_components(old, key, t.samples_per_component)
+            x_old = gmm.sample_components(old, key, t.samples_per_component)  # the same eps
             log_p_old = target.log_prob(x_old, contexts[None, :, None, :])
+            own_old = gmm.own_sample_log_prob(old.chols, eps)
             paired = (
-                objectives.own_sample_objective(proj, active, x, log_p),
-                objectives.own_sample_objective(old, active, x_old, log_p_old),
+                objectives.own_sample_objective(proj, active, x, log_p, own),
+                objectives.own_sample_objective(old, active, x_old, log_p_old, own_old),
             )
         return loss, (aux, paired)
 

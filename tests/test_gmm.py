@@ -165,6 +165,55 @@ def test_per_component_sample_log_probs_match_loop():
         )
 
 
+def test_own_sample_log_prob_is_the_density_at_the_sample_with_the_same_gradient():
+    params = random_params(16, dtype=np.float32)
+    key = jax.random.PRNGKey(3)
+    x, eps = gmm.sample_components_and_noise(params, key, 5)
+    np.testing.assert_array_equal(x, gmm.sample_components(params, key, 5))
+    own = gmm.own_sample_log_prob(params.chols, eps)
+    solved = gmm.gaussian_log_prob(params.means, params.chols, x)
+    np.testing.assert_allclose(own, solved, rtol=1e-5, atol=1e-5)
+    with_own = gmm.per_component_sample_log_prob(params, ACTIVE, x, own)
+    np.testing.assert_allclose(with_own, gmm.per_component_sample_log_prob(params, ACTIVE, x), 1e-5)
+
+    def total(fn):  # d/d(means, chols) of the sum, through the sample path too
+        def f(means, chols):
+            p = gmm.GMMParams(params.logits, means, chols)
+            x, eps = gmm.sample_components_and_noise(p, key, 5)
+            return jnp.sum(fn(p, x, eps))
+
+        return jax.grad(f, argnums=(0, 1))(params.means, params.chols)
+
+    exact = total(lambda p, x, eps: gmm.own_sample_log_prob(p.chols, eps))
+    by_solve = total(lambda p, x, eps: gmm.gaussian_log_prob(p.means, p.chols, x))
+    np.testing.assert_allclose(exact[0], by_solve[0], rtol=1e-4, atol=1e-4)
+    # Only the lower triangle is a parameter (the network's factors are lower-triangular; the
+    # solve ignores the upper one, the sampling path does not).
+    np.testing.assert_allclose(np.tril(exact[1]), np.tril(by_solve[1]), rtol=1e-4, atol=1e-4)
+
+
+def test_exact_own_density_survives_an_ill_conditioned_cholesky():
+    """Diagonal at 1e-3 and off-diagonal entries of 12 (what the vanilla GMM learnt on Panda,
+    seed 1): cond(L) ~ 1e20, the float32 solve at the component's own samples is off by orders of
+    magnitude, the exact term is not."""
+    d = 7
+    chol = np.tril(np.full((d, d), 12.0), -1) + np.eye(d) * 1e-3
+    params = gmm.GMMParams(
+        logits=np.zeros((1, 1), np.float32),
+        means=np.zeros((1, 1, d), np.float32),
+        chols=chol[None, None].astype(np.float32),
+    )
+    x, eps = gmm.sample_components_and_noise(params, jax.random.PRNGKey(0), 64)
+    own = gmm.own_sample_log_prob(params.chols, eps)
+    truth = stats.norm.logpdf(np.asarray(eps, np.float64)).sum(-1) - np.log(1e-3) * d
+    np.testing.assert_allclose(own, truth, rtol=1e-5)
+    active = np.array([True])
+    solved = np.asarray(gmm.per_component_sample_log_prob(params, active, x))
+    assert np.max(np.abs(solved - truth)) > 1e6  # the failure the exact term removes
+    fixed = np.asarray(gmm.per_component_sample_log_prob(params, active, x, own))
+    np.testing.assert_allclose(fixed, truth, rtol=1e-5)
+
+
 def test_sample_components_moments():
     params = random_params(16, b=2, k=2, d=2, dtype=np.float32)
     n = 20000
