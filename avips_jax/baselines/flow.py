@@ -22,7 +22,6 @@ Objectives:
 The architecture lives in `flow_layers.py`; config in `default_baseline_config()`.
 """
 
-import functools
 from collections.abc import Callable
 
 import chex
@@ -202,15 +201,9 @@ def make_trainer(config: ml_collections.ConfigDict, target: Target) -> base.Trai
         params = module.init(init_key, x, cond)["params"]
         return base.initial_state(params, optimizer, key)
 
-    pool_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 7)
-
-    @functools.cache
-    def pool():
-        # Fixed by the seed, so that a resumed run sees the same data; made at the first step
-        # only (loading a trained model for evaluation does not need it).
-        if config.method != "flow" or _draws_fresh_pairs(target):
-            return None
-        return pairs.valid_pairs(target, pool_key, config.baseline.num_valid)
+    pool = lambda: None  # noqa: E731
+    if config.method == "flow" and not _draws_fresh_pairs(target):
+        pool = pairs.lazy_valid_pairs(target, config.seed, config.baseline.num_valid)
 
     @jax.jit
     def jitted_step(state: base.BaselineState, contexts: chex.Array, pool):

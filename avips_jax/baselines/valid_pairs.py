@@ -13,6 +13,9 @@ The GAN's discriminator ("gan") and the maximum-likelihood flow ("flow") learn f
     positions. Each takes 1000 Adam steps, so the trainers make them once, at their first step.
 """
 
+import functools
+from collections.abc import Callable
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -21,7 +24,7 @@ import numpy as np
 from avips_jax.targets import base as target_base
 from avips_jax.targets import ik, talos_data
 
-__all__ = ["has_valid_pairs", "require_valid_pairs", "valid_pairs"]
+__all__ = ["has_valid_pairs", "lazy_valid_pairs", "require_valid_pairs", "valid_pairs"]
 
 
 def has_valid_pairs(target) -> bool:
@@ -56,6 +59,14 @@ def valid_pairs(target, key: chex.PRNGKey, num: int) -> tuple[jax.Array, jax.Arr
     require_valid_pairs(target, "valid_pairs", "a reverse-KL or NLL-only method")
     q = target_base.uniform_box(key, num, *ik.sampling_box(target.robot))
     return jnp.asarray(target.contexts_from_joints(q), jnp.float32), q
+
+
+def lazy_valid_pairs(target, seed: int, num: int) -> Callable[[], tuple[jax.Array, jax.Array]]:
+    """`valid_pairs(target, key, num)` made at the first call and cached, key fixed by `seed`:
+    a resumed run sees the same data, and loading a trained model (no train step) never makes
+    them (TALOS postures take minutes)."""
+    key = jax.random.fold_in(jax.random.PRNGKey(seed), 7)
+    return functools.cache(lambda: valid_pairs(target, key, num))
 
 
 def _is_talos(target) -> bool:
