@@ -358,7 +358,7 @@ def table(rows: Sequence[Row], size_header: str, unit: str) -> list[str]:
         lines.append(
             f"| {r.robot} | {r.devices} | {r.size} | {r.timing.calls} | "
             f"{r.timing.compile_s:.2f} | {_fmt(1e3 * r.timing.median_s)} | "
-            f"{_fmt(r.throughput)} | {'n/a' if s is None else f'{s:.2f}x'} |"
+            f"{_fmt(r.throughput)} | {'n/a' if s is None else f'{s:#.3g}x'} |"
         )
     return lines
 
