@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from avips_jax import gmm, networks
+from avips_jax import gmm, inputs, networks
 
 
 @flax.struct.dataclass
@@ -64,12 +64,7 @@ class AmortizedGMM:
 
     def check_contexts(self, contexts: chex.Array) -> jax.Array:
         """contexts as a float array of shape (T, d_c); ValueError naming the shape otherwise."""
-        contexts = jnp.asarray(contexts)
-        if contexts.ndim != 2 or contexts.shape[-1] != self.context_dim:
-            raise ValueError(
-                f"contexts must have shape (T, {self.context_dim}), got {contexts.shape}"
-            )
-        return contexts.astype(jnp.promote_types(contexts.dtype, jnp.float32))
+        return inputs.check_contexts(contexts, self.context_dim)
 
     def gmm_params(self, contexts: chex.Array) -> gmm.GMMParams:
         """Mixture parameters for contexts (T, d_c): logits (T, K), means (T, K, d), chols."""
@@ -88,12 +83,7 @@ class AmortizedGMM:
     def log_prob(self, x: chex.Array, contexts: chex.Array) -> jax.Array:
         """log q(x | c): x (T, n, d), contexts (T, d_c) -> (T, n)."""
         contexts = self.check_contexts(contexts)
-        x = jnp.asarray(x)
-        if x.ndim != 3 or x.shape[0] != contexts.shape[0] or x.shape[-1] != self.dim:
-            raise ValueError(
-                f"x must have shape (T={contexts.shape[0]}, n, d={self.dim}), got {x.shape}"
-            )
-        return _log_prob(self, x, contexts)
+        return _log_prob(self, inputs.check_points(x, contexts, self.dim), contexts)
 
     def weights(self, contexts: chex.Array) -> jax.Array:
         """Component weights (T, K), exactly zero on inactive slots."""

@@ -20,7 +20,6 @@ from typing import Any, Protocol
 
 import chex
 import flax
-import jax
 import jax.numpy as jnp
 import optax
 
@@ -68,14 +67,6 @@ class Trainer:
         pytree_node=False
     )
     model: Callable[[BaselineState], SamplingModel] = flax.struct.field(pytree_node=False)
-
-
-def check_contexts(contexts: chex.Array, context_dim: int) -> jax.Array:
-    """contexts as a float array of shape (T, d_c); ValueError naming the shape otherwise."""
-    contexts = jnp.asarray(contexts)
-    if contexts.ndim != 2 or contexts.shape[-1] != context_dim:
-        raise ValueError(f"contexts must have shape (T, {context_dim}), got {contexts.shape}")
-    return contexts.astype(jnp.promote_types(contexts.dtype, jnp.float32))
 
 
 def initial_state(

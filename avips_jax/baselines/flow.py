@@ -31,6 +31,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from avips_jax import inputs
 from avips_jax.baselines import base
 from avips_jax.baselines import flow_layers as layers
 from avips_jax.baselines import valid_pairs as pairs
@@ -215,7 +216,7 @@ def make_trainer(config: ml_collections.ConfigDict, target: Target) -> base.Trai
         return new_state, metrics
 
     def step(state: base.BaselineState, contexts: chex.Array):
-        return jitted_step(state, base.check_contexts(contexts, target.context_dim), pool())
+        return jitted_step(state, inputs.check_contexts(contexts, target.context_dim), pool())
 
     def model(state: base.BaselineState) -> FlowModel:
         return FlowModel(

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from avips_jax.baselines import base
+from avips_jax import inputs
 from avips_jax.baselines import flow_layers as layers
 
 
@@ -53,7 +53,7 @@ class FlowModel:
 
     def check_contexts(self, contexts: chex.Array) -> jax.Array:
         """contexts as a float array of shape (T, d_c); ValueError naming the shape otherwise."""
-        return base.check_contexts(contexts, self.context_dim)
+        return inputs.check_contexts(contexts, self.context_dim)
 
     def sample(
         self, key: chex.PRNGKey, contexts: chex.Array, n: int, latent_scale: float | None = None
@@ -74,12 +74,7 @@ class FlowModel:
     def log_prob(self, x: chex.Array, contexts: chex.Array) -> jax.Array:
         """log q(x | c) (latent scale 1): x (T, n, d), contexts (T, d_c) -> (T, n)."""
         contexts = self.check_contexts(contexts)
-        x = jnp.asarray(x)
-        if x.ndim != 3 or x.shape[0] != contexts.shape[0] or x.shape[-1] != self.dim:
-            raise ValueError(
-                f"x must have shape (T={contexts.shape[0]}, n, d={self.dim}), got {x.shape}"
-            )
-        return _log_prob(self, x.astype(contexts.dtype), contexts)
+        return _log_prob(self, inputs.check_points(x, contexts, self.dim), contexts)
 
 
 def _check_n(n: int) -> int:

@@ -46,7 +46,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from avips_jax import networks
+from avips_jax import inputs, networks
 from avips_jax.baselines import base
 from avips_jax.baselines.valid_pairs import lazy_valid_pairs, require_valid_pairs
 
@@ -179,11 +179,11 @@ class GANEnsembleModel:
         """Samples and the generator each came from: -> x (T, n, d), ids (T, n) int32."""
         if int(n) < 1:
             raise ValueError(f"n must be >= 1, got {n}")
-        return _sample(self, key, base.check_contexts(contexts, self.context_dim), int(n))
+        return _sample(self, key, inputs.check_contexts(contexts, self.context_dim), int(n))
 
     def member_samples(self, key: chex.PRNGKey, contexts: chex.Array, n: int) -> jax.Array:
         """n samples of every member per context: contexts (T, d_c) -> (E, T, n, d)."""
-        contexts = base.check_contexts(contexts, self.context_dim)
+        contexts = inputs.check_contexts(contexts, self.context_dim)
         z = jax.random.normal(key, (self.num_members, contexts.shape[0], int(n), self.latent_dim))
         return _apply(self, z, contexts[:, None, :])
 
@@ -346,7 +346,7 @@ def make_trainer(config: ml_collections.ConfigDict, target) -> base.Trainer:
         return new_state, metrics
 
     def step(state: base.BaselineState, contexts: chex.Array):
-        return jitted_step(state, base.check_contexts(contexts, context_dim), valid())
+        return jitted_step(state, inputs.check_contexts(contexts, context_dim), valid())
 
     def model(state: base.BaselineState) -> GANEnsembleModel:
         return GANEnsembleModel(
