@@ -7,13 +7,13 @@ r"""Trains (or loads) every method on every robot and writes the comparison tabl
 
 Each (robot, method) runs `experiments/configs/<robot>.py` at `--preset` switched to the method
 (`common.apply_method`, as `--config=experiments/configs/<robot>.py:<preset>,<method>` would),
-with `--num_steps` / `--train_seed` overriding the config, in `<runs_dir>/<robot>/<method>`: a
-finished run there is loaded, an unfinished one resumed (experiments/train.py), a run of another
-config refused before anything is trained. A combination a method does not support (its
-trainer refuses the target) is skipped with the reason; a run that fails is reported as failed
-and the others go on. Every model of a robot is evaluated on the same
-seeded test set (`experiments.evaluate.evaluate_run`; metrics.json and plots go to its run
-directory). Writes `<out>.md` (tables, notes, the paper's claims checked by
+with `--num_steps` / `--train_seed` / `--set key=value` overriding the config, in
+`<runs_dir>/<robot>/<method>`: a finished run there is loaded, an unfinished one resumed
+(experiments/train.py), a run of another config refused before anything is trained. A
+combination a method does not support (its trainer refuses the target) is skipped with the
+reason; a run that fails is reported as failed and the others go on. Every model of a robot is
+evaluated on the same seeded test set (`experiments.evaluate.evaluate_run`; metrics.json and
+plots go to its run directory). Writes `<out>.md` (tables, notes, the paper's claims checked by
 `compare_claims`, the command, config hashes and hardware), `<out>.csv` (one row per robot and
 method) and `<out>_<robot>.png` (the solution sets of all models for test target 0).
 """
@@ -56,6 +56,9 @@ def define_flags() -> None:
     flags.DEFINE_enum("preset", "quick", list(common.PRESETS), "Training budget preset.")
     flags.DEFINE_integer("num_steps", None, "Overrides config.train.num_steps (all runs).")
     flags.DEFINE_integer("train_seed", None, "Overrides config.seed (the training seed).")
+    flags.DEFINE_multi_string(
+        "set", [], "A config override key=value for every run, e.g. train.gate_lr=3e-4 (repeat)."
+    )
     flags.DEFINE_integer("num_targets", None, "Test targets (default: config.eval.num_targets).")
     flags.DEFINE_integer("samples_per_target", None, "Default: config.eval.samples_per_target.")
     flags.DEFINE_integer("seed", None, "Test-set seed (default: config.eval.seed).")
@@ -77,6 +80,7 @@ class Settings:
     preset: str = "quick"
     num_steps: int | None = None
     train_seed: int | None = None
+    overrides: tuple[str, ...] = ()
     num_targets: int | None = None
     samples_per_target: int | None = None
     seed: int | None = None
@@ -108,9 +112,15 @@ def check_settings(settings: Settings) -> None:
 
 
 def method_config(
-    robot: str, method: str, preset: str, num_steps: int | None = None, seed: int | None = None
+    robot: str,
+    method: str,
+    preset: str,
+    num_steps: int | None = None,
+    seed: int | None = None,
+    overrides: tuple[str, ...] = (),
 ) -> ml_collections.ConfigDict:
-    """The resolved config of `method` on `robot` at `preset` (with the overrides)."""
+    """The resolved config of `method` on `robot` at `preset` (with the overrides: num_steps,
+    seed, then the "key=value" ones of `--set`)."""
     module = importlib.import_module(f"experiments.configs.{robot}")
     # get_config(preset) then apply_method: the same config as "<preset>,<method>" gives, also
     # for config files (talos.py) whose get_config takes a bare preset only.
@@ -119,7 +129,7 @@ def method_config(
         config.train.num_steps = num_steps
     if seed is not None:
         config.seed = seed
-    return config
+    return common.apply_overrides(config, overrides)
 
 
 def unsupported_reason(config: ml_collections.ConfigDict) -> str | None:
@@ -268,7 +278,12 @@ def plan(settings: Settings) -> list[Job]:
     for robot in settings.robots:
         for method in settings.methods:
             config = method_config(
-                robot, method, settings.preset, settings.num_steps, settings.train_seed
+                robot,
+                method,
+                settings.preset,
+                settings.num_steps,
+                settings.train_seed,
+                settings.overrides,
             )
             workdir = run_dir(settings.runs_dir, robot, method)
             reason = unsupported_reason(config)
@@ -371,6 +386,7 @@ def settings_from_flags() -> Settings:
         preset=FLAGS.preset,
         num_steps=FLAGS.num_steps,
         train_seed=FLAGS.train_seed,
+        overrides=tuple(FLAGS.set),
         num_targets=FLAGS.num_targets,
         samples_per_target=FLAGS.samples_per_target,
         seed=FLAGS.seed,

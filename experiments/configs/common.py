@@ -8,6 +8,8 @@ after the colon of `--config=experiments/configs/<name>.py:<arg>`. The presets a
          accuracy goal (mean raw position error below IKFlow's 7.72 mm) on a CPU in minutes.
 """
 
+import ast
+
 import ml_collections
 
 from avips_jax import baselines
@@ -112,6 +114,44 @@ def apply_method(
     if method in ("single_gaussian", "single_gaussian_noproj"):
         return as_single_gaussian(c, projection=method == "single_gaussian")
     raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+
+
+def apply_overrides(
+    c: ml_collections.ConfigDict, overrides: tuple[str, ...] | list[str]
+) -> ml_collections.ConfigDict:
+    """Sets "a.b=value" overrides in place, as `--config.a.b=value` would, and returns `c`.
+
+    The value is a Python literal (3e-4, 10, True, (64, 64), 'split') or, failing that, the
+    raw string; an int is accepted for a float field.
+
+    Raises:
+        ValueError: a malformed override, an unknown key or a value of another type (named).
+    """
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"override {item!r} is not of the form key=value")
+        *parents, leaf = key.split(".")
+        node = c
+        for name in parents:
+            if name not in node or not isinstance(node[name], ml_collections.ConfigDict):
+                raise ValueError(f"unknown config key {key!r} in override {item!r}")
+            node = node[name]
+        if leaf not in node or isinstance(node[leaf], ml_collections.ConfigDict):
+            raise ValueError(f"unknown config key {key!r} in override {item!r}")
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = raw
+        old = node[leaf]
+        if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if old is not None and type(value) is not type(old):
+            raise ValueError(
+                f"override {item!r}: {key} is a {type(old).__name__}, got a {type(value).__name__}"
+            )
+        node[leaf] = value
+    return c
 
 
 def ik_config(

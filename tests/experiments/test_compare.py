@@ -7,6 +7,7 @@ import json
 import math
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -277,6 +278,30 @@ def test_method_config_on_talos_and_overrides():
     assert config.train.num_steps == 7 and config.seed == 3
     assert config.train.batch_contexts == base.train.batch_contexts
     assert not config.projection.enabled and not config.components.remove
+
+
+def test_set_overrides_reach_the_config_with_the_field_types():
+    overrides = ("train.gate_lr=3e-4", "train.batch_contexts=32", "model.component_hidden=(8,)")
+    config = compare.method_config("panda", "avips", "quick", overrides=overrides)
+    assert config.train.gate_lr == 3e-4 and config.train.batch_contexts == 32
+    assert tuple(config.model.component_hidden) == (8,)
+    as_float = compare.method_config("panda", "avips", "quick", overrides=("train.gate_lr=1",))
+    assert isinstance(as_float.train.gate_lr, float) and as_float.train.gate_lr == 1.0
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("train.gat_lr=1e-3", "unknown config key 'train.gat_lr'"),
+        ("trian.gate_lr=1e-3", "unknown config key 'trian.gate_lr'"),
+        ("train=3", "unknown config key 'train'"),
+        ("train.gate_lr", "is not of the form key=value"),
+        ("train.gate_lr=fast", "train.gate_lr is a float, got a str"),
+    ],
+)
+def test_bad_set_overrides_raise_naming_the_key(override, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        compare.method_config("panda", "avips", "quick", overrides=(override,))
 
 
 def test_every_method_runs_on_talos_and_unsupported_jobs_are_skipped_with_the_reason():
