@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from avips_jax import ik_metrics, rotations
+from avips_jax import gmm, ik_metrics, rotations
 
 # Pose contexts: a sample succeeds when it is within both the position and the angle threshold.
 SUCCESS_RAW_RAD = float(np.deg2rad(2.0))  # IKFlow's headline "within 10 mm and 2 deg"
@@ -261,6 +261,30 @@ def model_metrics(model, contexts, threshold: float = 0.01) -> dict:
     return out
 
 
+def mode_metrics(model, target, contexts) -> dict:
+    """Errors at the mean of each context's heaviest component (mixtures only, else {}).
+
+    Set beside the sample errors they split the error into bias (where the components sit) and
+    spread (how far samples stray from them): mode_position_error_{mean,median}_mm and, for
+    pose contexts, mode_orientation_error_{mean,median}_deg.
+    """
+    if not hasattr(model, "gmm_params"):
+        return {}
+    contexts = jnp.asarray(contexts)
+    params = model.gmm_params(contexts)
+    heaviest = jnp.argmax(gmm.log_weights(params, model.active), axis=-1)  # (T,)
+    modes = jnp.take_along_axis(params.means, heaviest[:, None, None], axis=1)  # (T, 1, d)
+    pos, ori = errors(target, modes, contexts)
+    out = {
+        "mode_position_error_mean_mm": 1e3 * float(np.mean(pos)),
+        "mode_position_error_median_mm": 1e3 * float(np.median(pos)),
+    }
+    if ori is not None:
+        out["mode_orientation_error_mean_deg"] = float(np.degrees(np.mean(ori)))
+        out["mode_orientation_error_median_deg"] = float(np.degrees(np.median(ori)))
+    return out
+
+
 def latency_metrics(model, contexts, key, repeats: int = 3) -> dict:
     """Best-of-`repeats` sampling times in ms (after a warm-up): one target x 2000 samples, and
     1000 targets x 250 samples (the test contexts repeated to 1000 rows)."""
@@ -311,7 +335,8 @@ def evaluate_model(
         clusters_{mean,median}, cluster_radius, cluster_min_size, [success_rate_refined (< 1 mm
         [and 0.1 deg]), success_rate_refined_0p1mm, refined_position_error_*_mm, mmd,
         mmd_uniform_baseline, mmd_num_targets, reference_converged_fraction], [num_parameters],
-        [active_components_{mean,min,max}, num_active_slots], [latency_1x2000_ms,
+        [active_components_{mean,min,max}, num_active_slots, mode_position_error_{mean,
+        median}_mm, [mode_orientation_error_{mean,median}_deg]], [latency_1x2000_ms,
         latency_1000x250_ms]. With `return_solutions`, the tuple (metrics, solutions).
     """
     contexts = jnp.asarray(contexts)
@@ -328,6 +353,7 @@ def evaluate_model(
             refinement_metrics(target, solutions, key_ref, refine_fn, num_reference, mmd_targets)
         )
     out.update(model_metrics(model, contexts))
+    out.update(mode_metrics(model, target, contexts))
     if latency:
         out.update(latency_metrics(model, contexts, key_latency))
     return (out, solutions) if return_solutions else out

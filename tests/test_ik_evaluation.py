@@ -40,6 +40,23 @@ def stub():
     return target, model, contexts, ik_stub.make_refine(target)
 
 
+def test_mode_errors_are_those_of_each_contexts_heaviest_mean(stub):
+    target, model, contexts, _ = stub
+    metrics = ik_evaluation.mode_metrics(model, target, contexts)
+    params = model.gmm_params(contexts)
+    w = np.asarray(model.weights(contexts))
+    modes = np.asarray(params.means)[np.arange(T), np.argmax(w, axis=1)]  # (T, d)
+    errors = np.asarray(target.position_error(modes, contexts))
+    assert errors.shape == (T,) and np.ptp(errors) > 0
+    assert metrics["mode_position_error_mean_mm"] == pytest.approx(1e3 * errors.mean(), rel=1e-5)
+    assert metrics["mode_position_error_median_mm"] == pytest.approx(
+        1e3 * np.median(errors), rel=1e-5
+    )
+    assert "mode_orientation_error_mean_deg" not in metrics  # position contexts
+    # A model without mixture parameters has no modes to report.
+    assert ik_evaluation.mode_metrics(ExactSampler(target, None), target, contexts) == {}
+
+
 @dataclasses.dataclass(frozen=True)
 class ExactSampler:
     """A 'model' whose samples are converged refinements of uniform seeds: the reference
@@ -172,3 +189,19 @@ def test_panda_pose_contexts_report_orientation():
     pose = target.robot.end_effector_pose(q)
     np.testing.assert_allclose(position[0], pose[:3, 3], atol=1e-6)
     np.testing.assert_allclose(rotation[0], pose[:3, :3], atol=1e-5)
+
+
+def test_panda_pose_mode_errors_include_the_orientation():
+    from experiments.configs import panda_pose
+
+    config = _small(panda_pose.get_config("quick"))
+    target = fit.build(config)[0]
+    model = _initial_model(config, target)
+    contexts = jax.jit(target.sample_contexts, static_argnums=1)(jax.random.PRNGKey(2), 4)
+    metrics = ik_evaluation.mode_metrics(model, target, contexts)
+    w = np.asarray(model.weights(contexts))
+    modes = np.asarray(model.gmm_params(contexts).means)[np.arange(4), np.argmax(w, axis=1)]
+    angles = np.asarray(target.orientation_error(modes, contexts))
+    assert metrics["mode_orientation_error_mean_deg"] == pytest.approx(
+        np.degrees(np.mean(angles)), rel=1e-5
+    )
