@@ -125,7 +125,7 @@ def apply_overrides(
     """Sets "a.b=value" overrides in place, as `--config.a.b=value` would, and returns `c`.
 
     The value is a Python literal (3e-4, 10, True, (64, 64), 'split') or, failing that, the
-    raw string; an int is accepted for a float field.
+    raw string; an int is accepted for a float field, a list for a tuple field and vice versa.
 
     Raises:
         ValueError: a malformed override, an unknown key or a value of another type (named).
@@ -149,6 +149,8 @@ def apply_overrides(
         old = node[leaf]
         if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
+        if isinstance(old, (list, tuple)) and isinstance(value, (list, tuple)):
+            value = type(old)(value)
         if old is not None and type(value) is not type(old):
             raise ValueError(
                 f"override {item!r}: {key} is a {type(old).__name__}, got a {type(value).__name__}"

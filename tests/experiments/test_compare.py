@@ -285,6 +285,10 @@ def test_set_overrides_reach_the_config_with_the_field_types():
     config = compare.method_config("panda", "avips", "quick", overrides=overrides)
     assert config.train.gate_lr == 3e-4 and config.train.batch_contexts == 32
     assert tuple(config.model.component_hidden) == (8,)
+    as_list = compare.method_config(
+        "panda", "avips", "quick", overrides=("model.component_hidden=[16, 16]",)
+    )
+    assert tuple(as_list.model.component_hidden) == (16, 16)
     as_float = compare.method_config("panda", "avips", "quick", overrides=("train.gate_lr=1",))
     assert isinstance(as_float.train.gate_lr, float) and as_float.train.gate_lr == 1.0
 
