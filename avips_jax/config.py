@@ -76,6 +76,18 @@ def default_config() -> ml_collections.ConfigDict:
     # gradient explodes when the raw output runs narrower than its projection (objectives.py).
     c.projection.regression_direction = "forward"
     c.projection.eps_weights = 0.0  # > 0 also projects the categorical weights
+    # "old" advances to the pre-update parameters every this many steps (1: the previous step's
+    # model, the thesis). With 1 the trust region only moves where the gradient is evaluated, not
+    # how far Adam moves the raw parameters: when a covariance bound is active the exact gradient
+    # along the pinned direction is ~0 and the rest is damped by ~1/(1+eta), Adam's per-parameter
+    # normalisation undoes the damping, the raw covariance drifts and the next projection is
+    # anchored on the drifted output. Holding "old" for a block of steps (TRL holds the old
+    # policy for a whole iteration of minibatch steps) bounds the drift by the block.
+    c.projection.hold_old_steps = 1
+    # "implicit": exact gradients through the covariance projection; "stop": no gradient into the
+    # predicted covariance where its bound is active, only the regression trains it there (the
+    # amortized-VI thesis code). objectives.project_mixture.
+    c.projection.covariance_gradient = "implicit"
 
     c.trust_region = ml_collections.ConfigDict()
     c.trust_region.adaptive = True
@@ -191,6 +203,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     p = config.projection
     if p.enabled and (p.eps_mean <= 0 or p.eps_cov <= 0):
         raise ValueError("projection.eps_mean and projection.eps_cov must be > 0.")
+    if p.hold_old_steps < 1:
+        raise ValueError(f"projection.hold_old_steps must be >= 1, got {p.hold_old_steps}.")
+    if p.covariance_gradient not in ("implicit", "stop"):
+        raise ValueError(
+            "projection.covariance_gradient must be 'implicit' or 'stop', got "
+            f"{p.covariance_gradient!r}."
+        )
     if p.alpha < 0 or p.eps_weights < 0:
         raise ValueError("projection.alpha and projection.eps_weights must be >= 0.")
     s = config.sir

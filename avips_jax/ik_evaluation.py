@@ -11,8 +11,10 @@ ids for plots), `weights(contexts) -> (T, K)` (active components) and `num_param
 it must be hashable (the targets are frozen dataclasses): it is a static argument of the jitted
 error and density evaluations.
 Refinement-based metrics (success after refinement, MMD against reference solutions from
-refined random seeds) need `refine_fn(robot, q0, position, rotation=None)` (refine.py contract)
-and a target whose x is the robot's joint vector.
+refined random seeds, coverage of the solution set) need `refine_fn(robot, q0, position,
+rotation=None, *, num_iterations)` (refine.py contract; the coverage metrics pass
+`num_iterations`, the others use its default) and a target whose x is the robot's joint vector
+(`can_refine`): targets with more in x than the joints (TALOS: whole body) report none of them.
 """
 
 import dataclasses
@@ -29,6 +31,10 @@ from avips_jax import gmm, ik_metrics, rotations
 SUCCESS_RAW_RAD = float(np.deg2rad(2.0))  # IKFlow's headline "within 10 mm and 2 deg"
 SUCCESS_REFINED_RAD = float(np.deg2rad(0.1))
 REFINED_STRICT_M = 1e-4  # the 0.1 mm refinement goal of issue 5
+# Coverage metrics: LM iterations of the early and the full convergence count, and the slack on
+# the joint limits (refine clamps in float32, which may round a joint just past its limit).
+FEW_ITERATIONS, FULL_ITERATIONS = 5, 30
+JOINT_LIMIT_TOL = 1e-6
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,11 +140,15 @@ def split_contexts(target, contexts: chex.Array) -> tuple[jax.Array, jax.Array |
     return contexts[:, :3], None
 
 
-def refine_to_contexts(refine_fn, target, q0: chex.Array, contexts: chex.Array) -> jax.Array:
-    """Refines q0 (T, m, dof) towards the goal of each context (T, d_c): -> (T, m, dof)."""
+def refine_to_contexts(
+    refine_fn, target, q0: chex.Array, contexts: chex.Array, num_iterations: int | None = None
+) -> jax.Array:
+    """Refines q0 (T, m, dof) towards the goal of each context (T, d_c): -> (T, m, dof), with
+    `num_iterations` LM iterations (None: refine_fn's default)."""
     position, rotation = split_contexts(target, contexts)
     rotation = None if rotation is None else rotation[:, None]
-    return refine_fn(target.robot, jnp.asarray(q0), position[:, None], rotation)
+    kwargs = {} if num_iterations is None else {"num_iterations": num_iterations}
+    return refine_fn(target.robot, jnp.asarray(q0), position[:, None], rotation, **kwargs)
 
 
 def reached(target, q: chex.Array, contexts: chex.Array, tol_m: float, tol_rad: float):
@@ -150,6 +160,25 @@ def reached(target, q: chex.Array, contexts: chex.Array, tol_m: float, tol_rad: 
     return ok, pos
 
 
+def converged(target, q: chex.Array, contexts: chex.Array) -> np.ndarray:
+    """The coverage metrics' convergence test of joint vectors q (T, m, dof): -> (T, m) bool.
+
+    Within 0.1 mm (REFINED_STRICT_M), within 0.1 deg for pose contexts, and inside the joint
+    limits (JOINT_LIMIT_TOL slack); non-finite q fails.
+    """
+    ok, _ = reached(target, q, contexts, REFINED_STRICT_M, SUCCESS_REFINED_RAD)
+    lower, upper = joint_limits(target)
+    q = np.asarray(q)
+    inside = (q >= lower - JOINT_LIMIT_TOL) & (q <= upper + JOINT_LIMIT_TOL)  # False for NaN
+    return ok & np.all(inside, axis=-1)
+
+
+def uniform_joints(target, key: chex.PRNGKey, shape: tuple[int, ...]) -> jax.Array:
+    """Joint vectors uniform in the joint limits: -> (*shape, dof) float32."""
+    lower, upper = joint_limits(target)
+    return jax.random.uniform(key, (*shape, lower.size), jnp.float32, lower, upper)
+
+
 def reference_solutions(target, contexts, key, num_seeds: int, refine_fn):
     """Reference IK solutions: uniformly random seeds in the joint limits, refined to each goal.
 
@@ -157,9 +186,7 @@ def reference_solutions(target, contexts, key, num_seeds: int, refine_fn):
         q (T, num_seeds, dof) and converged (T, num_seeds) bool (within 1 mm, and 0.1 deg for
         pose contexts); only converged rows are solutions.
     """
-    lower, upper = joint_limits(target)
-    shape = (jnp.shape(contexts)[0], num_seeds, lower.size)
-    seeds = jax.random.uniform(key, shape, jnp.float32, lower, upper)
+    seeds = uniform_joints(target, key, (jnp.shape(contexts)[0], num_seeds))
     q = refine_to_contexts(refine_fn, target, seeds, contexts)
     ok, _ = reached(target, q, contexts, ik_metrics.SUCCESS_REFINED_M, SUCCESS_REFINED_RAD)
     return np.asarray(q), ok
@@ -227,8 +254,7 @@ def _mmd_metrics(target, sol: Solutions, key, refine_fn, num_reference, mmd_targ
         target, sol.contexts[:t], key_ref, num_reference, refine_fn
     )
     model_q = target_joints(target, sol.x[:t])
-    lower, upper = joint_limits(target)
-    uniform = jax.random.uniform(key_uniform, model_q.shape, jnp.float32, lower, upper)
+    uniform = uniform_joints(target, key_uniform, model_q.shape[:2])
     x_mask = np.arange(model_q.shape[1])[None, :] < converged.sum(axis=1, keepdims=True)
     mmd = np.asarray(ik_metrics.mmd_ikflow_batched(model_q, ref, converged, x_mask))
     mmd_uniform = np.asarray(ik_metrics.mmd_ikflow_batched(uniform, ref, converged, x_mask))
@@ -240,6 +266,87 @@ def _mmd_metrics(target, sol: Solutions, key, refine_fn, num_reference, mmd_targ
         "mmd_num_targets": int(usable.sum()),
         "reference_converged_fraction": float(np.mean(converged)),
     }
+
+
+def coverage_metrics(
+    target, sol: Solutions, key, refine_fn, num_reference: int, num_targets: int
+) -> dict:
+    """How well the model's refined samples cover the IK solution set, against random restarts.
+
+    Joint-space Euclidean distances between robot joint vectors (rad for revolute joints); only
+    defined where x is the robot's joint vector (`can_refine`). Every refinement is `refine_fn`
+    with FULL_ITERATIONS (30) LM iterations unless stated, and "converged" is `converged` (0.1 mm,
+    [0.1 deg,] inside the joint limits).
+
+    On the first `num_targets` test targets (fewer if there are fewer): the reference solution
+    set of a target is its converged refinements of `num_reference` uniform joint vectors
+    (key split 0); the restarts are its converged refinements of n (= samples per target) other
+    uniform joint vectors (key split 1); the model's points are its converged refined n samples.
+    For each target with at least one reference, the mean over its references of the distance to
+    the nearest model point (`ik_metrics.nearest_distance_coverage`), and likewise to the nearest
+    restart. A target with references but no converged model sample (or restart) has no finite
+    distance: it is counted, not averaged (a penalty would be an arbitrary number). Both means
+    are over the same targets (those with references, a model point and a restart), each target
+    weighing the same whatever its number of references (per target first, then over targets),
+    so that their ratio compares like with like.
+
+    Returns:
+        coverage_distance, coverage_distance_restarts (NaN if no target qualifies),
+        coverage_ratio (their ratio; > 1: the model covers the solution set worse than n random
+        restarts; where all of a target's solutions are isolated points that both find, both
+        distances are at the numerical floor and the ratio is noise), converged_fraction_5it and
+        converged_fraction_30it (over all n samples of every test target, not only the first
+        `num_targets`), coverage_num_targets (targets in the means), coverage_num_reference,
+        coverage_samples (n), coverage_reference_size_mean (converged references per target,
+        mean over the `num_targets` targets), coverage_targets_without_model_solution,
+        coverage_targets_without_restart_solution.
+    """
+    t, n = min(num_targets, sol.x.shape[0]), sol.x.shape[1]
+    contexts = sol.contexts[:t]
+    key_ref, key_restarts = jax.random.split(key)
+    ref_seeds = uniform_joints(target, key_ref, (t, num_reference))
+    restart_seeds = uniform_joints(target, key_restarts, (t, n))
+    # References and restarts in one refinement call: one compilation (~5 s for Panda) less.
+    seeds = jnp.concatenate([ref_seeds, restart_seeds], axis=1)
+    q, ok = _refine_converged(refine_fn, target, seeds, contexts, FULL_ITERATIONS)
+    ref, ref_ok = q[:, :num_reference], ok[:, :num_reference]
+    restarts, restarts_ok = q[:, num_reference:], ok[:, num_reference:]
+    model_q = target_joints(target, sol.x)
+    _, few_ok = _refine_converged(refine_fn, target, model_q, sol.contexts, FEW_ITERATIONS)
+    model, model_ok = _refine_converged(refine_fn, target, model_q, sol.contexts, FULL_ITERATIONS)
+    d_model, d_restarts = (
+        np.asarray(ik_metrics.nearest_distance_coverage(ref, ref_ok, points, mask))
+        for points, mask in ((model[:t], model_ok[:t]), (restarts, restarts_ok))
+    )
+    has_ref = ref_ok.any(axis=1)
+    used = np.isfinite(d_model) & np.isfinite(d_restarts)  # NaN: no reference; inf: no point
+    distance = float(np.mean(d_model[used])) if used.any() else float("nan")
+    distance_restarts = float(np.mean(d_restarts[used])) if used.any() else float("nan")
+    return {
+        "coverage_distance": distance,
+        "coverage_distance_restarts": distance_restarts,
+        "coverage_ratio": _ratio(distance, distance_restarts),
+        "converged_fraction_5it": float(np.mean(few_ok)),
+        "converged_fraction_30it": float(np.mean(model_ok)),
+        "coverage_num_targets": int(used.sum()),
+        "coverage_num_reference": int(num_reference),
+        "coverage_samples": int(n),
+        "coverage_reference_size_mean": float(np.mean(ref_ok.sum(axis=1))),
+        "coverage_targets_without_model_solution": int(np.sum(has_ref & np.isinf(d_model))),
+        "coverage_targets_without_restart_solution": int(np.sum(has_ref & np.isinf(d_restarts))),
+    }
+
+
+def _refine_converged(refine_fn, target, q0, contexts, num_iterations: int):
+    """q0 (T, m, dof) refined with `num_iterations` LM iterations, and its `converged` mask."""
+    q = refine_to_contexts(refine_fn, target, q0, contexts, num_iterations)
+    return q, converged(target, q, contexts)
+
+
+def _ratio(a: float, b: float) -> float:
+    """a / b as a float: inf for a > 0 = b, NaN for 0 / 0 or NaN inputs."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(np.float64(a) / np.float64(b))
 
 
 def model_metrics(model, contexts, threshold: float = 0.01) -> dict:
@@ -306,6 +413,8 @@ def evaluate_model(
     refine_fn=None,
     num_reference: int | None = None,
     mmd_targets: int = 100,
+    coverage_targets: int = 50,
+    coverage_reference: int = 1000,
     cluster_radius: float = 1.0,
     cluster_min_fraction: float = 0.02,
     latency: bool = True,
@@ -317,11 +426,14 @@ def evaluate_model(
         model: see the module docstring.
         target: the IK target the contexts belong to.
         contexts: (T, d_c) test contexts.
-        key: PRNG key (sampling, reference seeds, latency).
+        key: PRNG key (sampling, reference seeds, latency, coverage); same key, same numbers.
         samples_per_target: n samples per context.
-        refine_fn: `refine.refine`-like function; None skips refined success and MMD.
-        num_reference: random seeds per target for the reference solutions (default n).
+        refine_fn: `refine.refine`-like function; None skips refined success, MMD and coverage.
+        num_reference: random seeds per target for the MMD reference solutions (default n).
         mmd_targets: MMD uses the first this-many test targets (IKFlow used 100).
+        coverage_targets: coverage distances use the first this-many test targets (0: no
+            coverage metrics).
+        coverage_reference: random seeds per target for the coverage reference set (N_ref).
         cluster_radius: joint-space radius (rad) of the greedy clustering.
         cluster_min_fraction: clusters smaller than this share of n are not counted.
         latency: also time sampling (`latency_metrics`).
@@ -334,10 +446,16 @@ def evaluate_model(
         joint_limit_violation_percent, [elbo, entropy] (nats), mean_pairwise_joint_distance,
         clusters_{mean,median}, cluster_radius, cluster_min_size, [success_rate_refined (< 1 mm
         [and 0.1 deg]), success_rate_refined_0p1mm, refined_position_error_*_mm, mmd,
-        mmd_uniform_baseline, mmd_num_targets, reference_converged_fraction], [num_parameters],
+        mmd_uniform_baseline, mmd_num_targets, reference_converged_fraction, [coverage_distance,
+        coverage_distance_restarts, coverage_ratio, converged_fraction_{5,30}it,
+        coverage_num_targets, coverage_num_reference, coverage_samples,
+        coverage_reference_size_mean, coverage_targets_without_{model,restart}_solution]
+        (`coverage_metrics`)], [num_parameters],
         [active_components_{mean,min,max}, num_active_slots, mode_position_error_{mean,
         median}_mm, [mode_orientation_error_{mean,median}_deg]], [latency_1x2000_ms,
         latency_1000x250_ms]. With `return_solutions`, the tuple (metrics, solutions).
+        The refinement metrics (refined success, MMD, coverage) need `refine_fn` and a target
+        whose x is the robot's joint vector (`can_refine`): none for TALOS (whole body).
     """
     contexts = jnp.asarray(contexts)
     if hasattr(target, "check_contexts"):
@@ -352,6 +470,14 @@ def evaluate_model(
         out.update(
             refinement_metrics(target, solutions, key_ref, refine_fn, num_reference, mmd_targets)
         )
+        if coverage_targets > 0:
+            # fold_in: a new stream that leaves the three above (and so the MMD) unchanged.
+            key_coverage = jax.random.fold_in(key, 3)
+            out.update(
+                coverage_metrics(
+                    target, solutions, key_coverage, refine_fn, coverage_reference, coverage_targets
+                )
+            )
     out.update(model_metrics(model, contexts))
     out.update(mode_metrics(model, target, contexts))
     if latency:

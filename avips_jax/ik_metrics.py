@@ -9,6 +9,7 @@ Array functions are `jnp` and jit/vmap-friendly; the summaries return Python flo
     success_rate(errors, 0.01)     # fraction of samples within 1 cm
     mmd_ikflow_batched(x, reference, reference_mask)          # (T,) diversity vs reference IK
     greedy_cluster_counts(q, radius=1.0, mask=success)         # (T,) distinct solution clusters
+    nearest_distance_coverage(ref, ref_mask, q, q_mask)        # (T,) how well q covers ref
 
 Non-finite samples are never dropped silently: error statistics are taken over the finite
 values and report the non-finite fraction next to them, and success rates count non-finite errors
@@ -229,6 +230,67 @@ def mmd_ikflow_batched(
 @jax.jit(static_argnums=4)
 def _mmd_batched(x, y, y_mask, x_mask, batch_size):
     return jax.lax.map(lambda a: mmd_ikflow(*a), (x, y, y_mask, x_mask), batch_size=batch_size)
+
+
+def nearest_distances(x: chex.Array, y: chex.Array, y_mask: chex.Array | None = None) -> jax.Array:
+    """Euclidean distance from each row of x (m, d) to its nearest valid row of y (n, d): -> (m,).
+
+    +inf where y has no valid row. The differences are formed explicitly, not by expanding
+    |x|^2 + |y|^2 - 2 x.y (`pairwise_sq_dists`): in float32 the expansion has an error floor of
+    ~1e-3 for joint vectors of norm ~3, which would hide that two solutions coincide.
+
+    Args:
+        x: (m, d) query points.
+        y: (n, d) candidate points.
+        y_mask: optional (n,) bool; only the True rows of y count.
+    """
+    chex.assert_rank([x, y], 2)
+    chex.assert_equal_shape_suffix([x, y], 1)
+    valid = _row_mask(y_mask, y.shape[0])
+    sq = jnp.sum((x[:, None, :] - y[None, :, :]) ** 2, axis=-1)  # (m, n)
+    return jnp.sqrt(jnp.min(jnp.where(valid[None, :], sq, jnp.inf), axis=1))
+
+
+def nearest_distance_coverage(
+    reference: chex.Array,
+    reference_mask: chex.Array,
+    points: chex.Array,
+    points_mask: chex.Array,
+    batch_size: int = 8,
+) -> jax.Array:
+    """How well points cover a reference set, per target: the mean over the valid reference rows
+    of the Euclidean distance to the nearest valid point (0 when every reference has a point on
+    it; large when a region of the reference set has no point near it).
+
+    Args:
+        reference: (T, R, d) reference points (e.g. IK solutions, rad).
+        reference_mask: (T, R) bool; only the True rows are references.
+        points: (T, n, d) points (e.g. refined model samples), same units.
+        points_mask: (T, n) bool; only the True rows count.
+        batch_size: targets processed at a time (memory ~ batch_size * R * n * d floats).
+
+    Returns:
+        (T,) mean nearest distance per target; NaN for a target without a valid reference,
+        +inf for one with references but without a valid point.
+    """
+    chex.assert_rank([reference, points], 3)
+    chex.assert_equal_shape_prefix([reference, points], 1)
+    chex.assert_shape(reference_mask, reference.shape[:2])
+    chex.assert_shape(points_mask, points.shape[:2])
+    args = (reference, jnp.asarray(reference_mask, bool), points, jnp.asarray(points_mask, bool))
+    return _coverage_batched(*(jnp.asarray(a) for a in args), batch_size)
+
+
+def _mean_nearest_distance(reference, reference_mask, points, points_mask):
+    d = jnp.where(reference_mask, nearest_distances(reference, points, points_mask), 0.0)
+    count = jnp.sum(reference_mask)
+    return jnp.where(count > 0, jnp.sum(d) / jnp.maximum(count, 1), jnp.nan)
+
+
+@jax.jit(static_argnums=4)
+def _coverage_batched(reference, reference_mask, points, points_mask, batch_size):
+    args = (reference, reference_mask, points, points_mask)
+    return jax.lax.map(lambda a: _mean_nearest_distance(*a), args, batch_size=batch_size)
 
 
 def mean_pairwise_distance(x: chex.Array) -> jax.Array:

@@ -59,6 +59,7 @@ def project_mixture(
     eps_mean: chex.Array,
     eps_cov: chex.Array | None,
     eps_weights: float | None = None,
+    covariance_gradient: str = "implicit",
 ) -> gmm.GMMParams:
     """Projects every (context, slot) Gaussian of `pred` into the KL trust region around `old`.
 
@@ -69,10 +70,20 @@ def project_mixture(
         eps_mean, eps_cov: (K,) per-slot bounds (nats), shared over contexts; eps_cov None
             projects the means only (the covariances stay the network's).
         eps_weights: bound on KL(w* || w_old) per context, or None to leave the weights free.
+        covariance_gradient: "implicit" differentiates the covariance projection exactly
+            (implicit function theorem through the dual); "stop" passes no gradient into the
+            predicted covariance where its bound is active (the projected factor is a constant
+            there and only the regression loss moves the raw covariance; the thesis code does
+            this), and the identity where it is inactive. Exact gradients plus Adam drift the raw
+            covariance along the pinned direction (see `config.default_config`).
 
     Returns:
         The projected GMMParams (same shapes).
     """
+    if covariance_gradient not in ("implicit", "stop"):
+        raise ValueError(
+            f"covariance_gradient must be 'implicit' or 'stop', got {covariance_gradient!r}"
+        )
     if eps_cov is None:
         old_mean, old_chol = jax.lax.stop_gradient((old.means, old.chols))
         means = projection.project_mean(pred.means, old_mean, old_chol, eps_mean[None, :])
@@ -81,6 +92,10 @@ def project_mixture(
         means, chols = projection.project_gaussian(
             pred.means, pred.chols, old.means, old.chols, eps_mean[None, :], eps_cov[None, :]
         )
+        if covariance_gradient == "stop":
+            old_chol = jax.lax.stop_gradient(old.chols)
+            cov_active = projection.cov_kl_part(pred.chols, old_chol) > eps_cov[None, :]
+            chols = jnp.where(cov_active[..., None, None], jax.lax.stop_gradient(chols), chols)
     logits = pred.logits
     if eps_weights is not None:
         logits = projection.project_categorical(logits, old.logits, eps_weights, mask=active)

@@ -6,7 +6,8 @@ One step on a batch of contexts c (B, d_c):
   proj  = KL projection of pred into the per-slot trust regions around old
   x     = reparameterised samples of every projected component, (S, B, K, d)
   loss  = VIPS component loss + weight loss + alpha * KL(sg(proj) || pred)
-  params <- Adam step; old_params <- the parameters before the step
+  params <- Adam step; old_params <- the parameters before the step (every step, or every
+            `projection.hold_old_steps` steps: "old" then stays fixed for a block of steps)
   trust regions grow for slots whose objective J_k improved, shrink otherwise.
 A step whose loss, gradients or target values are not finite is skipped (parameters, optimiser and
 trust regions unchanged) and counted in `num_skipped`; a non-finite context is reported in the
@@ -176,7 +177,9 @@ def make_loss_fn(
         proj = pred
         if p.enabled:
             eps_cov = tr.eps_cov if p.covariance else None
-            proj = objectives.project_mixture(pred, old, active, tr.eps_mean, eps_cov, eps_weights)
+            proj = objectives.project_mixture(
+                pred, old, active, tr.eps_mean, eps_cov, eps_weights, p.covariance_gradient
+            )
         x, eps = gmm.sample_components_and_noise(proj, key, t.samples_per_component)
         log_p = target.log_prob(x, contexts[None, :, None, :])
         own = gmm.own_sample_log_prob(proj.chols, eps)
@@ -222,6 +225,7 @@ def make_train_step(
     loss_fn = make_loss_fn(config, module, target)
     tr_cfg = config.trust_region
     adaptive = config.trust_region.adaptive and config.projection.enabled
+    hold_old = config.projection.hold_old_steps
 
     def train_step(state: TrainState, contexts: chex.Array) -> tuple[TrainState, Metrics]:
         key, sample_key = jax.random.split(state.key)
@@ -254,7 +258,11 @@ def make_train_step(
         new_state = state.replace(
             step=state.step + 1,
             params=pytree.select(ok, params, state.params),
-            old_params=pytree.select(ok, state.params, state.old_params),
+            # "old" advances to the parameters before this update every `hold_old` steps, so
+            # that the trust region bounds how far a block of steps moves the model.
+            old_params=pytree.select(
+                ok & ((state.step + 1) % hold_old == 0), state.params, state.old_params
+            ),
             opt_state=pytree.select(ok, opt_state, state.opt_state),
             trust_region=pytree.select(ok, tr, state.trust_region),
             key=key,

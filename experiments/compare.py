@@ -66,7 +66,7 @@ def define_flags() -> None:
     flags.DEFINE_string(
         "out", "results/comparison", "Writes <out>.md, <out>.csv, <out>_<robot>.png"
     )
-    flags.DEFINE_bool("refine", True, "Refinement metrics (success after refinement, MMD).")
+    flags.DEFINE_bool("refine", True, "Refinement metrics (refined success, MMD, coverage).")
     flags.DEFINE_bool("latency", True, "Time sampling (1 x 2000 and 1000 x 250 samples).")
     flags.DEFINE_bool("progress_bar", True, "Show a progress bar while training.")
 
@@ -175,6 +175,11 @@ METRIC_KEYS = (
     "entropy",
     "mmd",
     "mean_pairwise_joint_distance",
+    "coverage_distance",
+    "coverage_distance_restarts",
+    "coverage_ratio",
+    "converged_fraction_5it",
+    "converged_fraction_30it",
     "active_components_mean",
     "num_active_slots",
     "num_parameters",

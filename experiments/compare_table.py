@@ -49,6 +49,15 @@ DENSITY = (
     Column("num_active_slots", "active slots", "d"),
     Column("max_components", "K_max", "d"),
 )
+# How well the refined samples cover the IK solution set, against as many random restarts
+# (ik_evaluation.coverage_metrics; ratio > 1: worse than the restarts).
+COVERAGE = (
+    Column("coverage_distance", "coverage dist. (rad)", ".3g"),
+    Column("coverage_distance_restarts", "restarts' dist. (rad)", ".3g"),
+    Column("coverage_ratio", "coverage ratio", ".3g"),
+    Column("converged_fraction_5it", "converged @5 LM it.", ".1%"),
+    Column("converged_fraction_30it", "converged @30 LM it.", ".1%"),
+)
 COST = (
     Column("num_parameters", "parameters", "d"),
     Column("num_parameters_in_use", "parameters in use", "d"),
@@ -76,9 +85,14 @@ RUN_INFO = (
 MARKDOWN_TABLES = (
     ("Accuracy", ACCURACY),
     ("Density, diversity, components", DENSITY),
+    (
+        "Coverage of the IK solution set (mean distance from reference solutions to the nearest "
+        "refined sample; ratio > 1: worse than as many random restarts)",
+        COVERAGE,
+    ),
     ("Size and cost", COST),
 )
-CSV_COLUMNS = ID_COLUMNS + RUN_INFO + ACCURACY + DENSITY + COST
+CSV_COLUMNS = ID_COLUMNS + RUN_INFO + ACCURACY + DENSITY + COVERAGE + COST
 
 
 def config_hash(config: ml_collections.ConfigDict) -> str:

@@ -33,7 +33,7 @@ def define_flags() -> None:
     flags.DEFINE_integer("samples_per_target", None, "Default: config.eval.samples_per_target.")
     flags.DEFINE_integer("seed", None, "Test-set seed (default: config.eval.seed).")
     flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
-    flags.DEFINE_bool("refine", True, "Refinement metrics (success after refinement, MMD).")
+    flags.DEFINE_bool("refine", True, "Refinement metrics (refined success, MMD, coverage).")
     flags.DEFINE_bool("latency", True, "Time sampling (1 x 2000 and 1000 x 250 samples).")
     flags.mark_flag_as_required("workdir")
 

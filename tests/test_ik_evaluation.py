@@ -1,5 +1,6 @@
 """evaluate_model end to end on a planar arm dressed as an IK target (tests/ik_stub.py) and on
-the Panda IK target, with untrained models and with a model that samples exact IK solutions."""
+the Panda IK target, with untrained models and with a model that samples exact IK solutions; the
+coverage metrics on a 2-link planar robot, whose goals have exactly two IK solutions."""
 
 import dataclasses
 
@@ -8,8 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from avips_jax import fit, ik_evaluation, ik_metrics
+from avips_jax import fit, ik_evaluation, ik_metrics, refine
 from avips_jax import model as model_lib
+from avips_jax.targets.ik import IKTarget
 from experiments.configs import planar as planar_configs
 from tests import ik_stub
 
@@ -32,12 +34,24 @@ def _initial_model(config, target):
     return model_lib.AmortizedGMM.from_train_state(state, module, target.context_dim)
 
 
+def _stub_refine(target):
+    """The stub's refinement with refine.py's `num_iterations` keyword (default 40)."""
+    by_iterations = {}
+
+    def refine_fn(robot, q0, position, rotation=None, *, num_iterations=40):
+        if num_iterations not in by_iterations:
+            by_iterations[num_iterations] = ik_stub.make_refine(target, num_iterations)
+        return by_iterations[num_iterations](robot, q0, position, rotation)
+
+    return refine_fn
+
+
 @pytest.fixture(scope="module")
 def stub():
     target = ik_stub.make_stub()
     model = _initial_model(_small(planar_configs.get_config("3")), target)
     contexts = target.sample_contexts(jax.random.PRNGKey(1), T)
-    return target, model, contexts, ik_stub.make_refine(target)
+    return target, model, contexts, _stub_refine(target)
 
 
 def test_mode_errors_are_those_of_each_contexts_heaviest_mean(stub):
@@ -100,6 +114,11 @@ def test_metrics_agree_with_the_returned_samples(stub):
     assert metrics["success_rate_refined"] == 1.0
     assert metrics["reference_converged_fraction"] == 1.0
     assert metrics["mmd_num_targets"] == 3 and metrics["mmd"] > 0
+    # Coverage on all T (< 50) targets; the stub's 40-iteration refinement always converges.
+    assert metrics["coverage_num_targets"] == T and metrics["coverage_samples"] == N
+    assert metrics["coverage_num_reference"] == 1000
+    assert metrics["coverage_reference_size_mean"] == 1000.0
+    assert metrics["converged_fraction_30it"] == 1.0 and metrics["coverage_distance"] > 0
     assert "orientation_error_mean_deg" not in metrics
     assert metrics["latency_1x2000_ms"] > 0 and metrics["latency_1000x250_ms"] > 0
 
@@ -121,6 +140,9 @@ def test_exact_sampler_is_accurate_and_close_to_the_reference(stub):
     assert metrics["joint_limit_violation_percent"] == 0.0
     # Same distribution as the reference: far smaller MMD than uniform joints.
     assert metrics["mmd"] < 0.2 * metrics["mmd_uniform_baseline"], metrics
+    # ... and it covers the solution set as well as as many random restarts do.
+    assert 0.7 < metrics["coverage_ratio"] < 1.4, metrics
+    assert metrics["converged_fraction_5it"] == 1.0  # exact solutions stay converged
     assert metrics["clusters_mean"] >= 1
     assert "elbo" not in metrics and "num_parameters" not in metrics
 
@@ -205,3 +227,93 @@ def test_panda_pose_mode_errors_include_the_orientation():
     assert metrics["mode_orientation_error_mean_deg"] == pytest.approx(
         np.degrees(np.mean(angles)), rel=1e-5
     )
+
+
+# --- coverage on a 2-link planar arm: every goal has exactly two IK solutions ----------------
+
+PLANAR = IKTarget("planar_2")  # two 0.5 m links, revolute z joints, limits [-pi, pi]
+COVERAGE_T, COVERAGE_N, COVERAGE_REF = 16, 4, 64
+
+
+def _two_solutions(num_targets: int) -> tuple[np.ndarray, np.ndarray]:
+    """(T, 2) elbow-up and elbow-down joint vectors of the same goals, both well inside the
+    limits: with equal links, (a, b) and (a + b, -b) reach the same point."""
+    rng = np.random.default_rng(0)
+    a = rng.uniform(-1.2, 1.2, num_targets)
+    b = rng.uniform(0.8, 1.6, num_targets) * rng.choice([-1.0, 1.0], num_targets)
+    return np.stack([a, b], 1).astype(np.float32), np.stack([a + b, -b], 1).astype(np.float32)
+
+
+class NearSolutions:
+    """A 'model' whose samples are the given solutions (T, 2) plus Gaussian noise, the n samples
+    taking the solution sets in turn."""
+
+    def __init__(self, *solutions: np.ndarray, noise: float = 0.05):
+        self.solutions, self.noise = jnp.asarray(np.stack(solutions)), noise  # (B, T, 2)
+
+    def sample(self, key, contexts, n):
+        x = jnp.moveaxis(self.solutions[jnp.arange(n) % len(self.solutions)], 0, 1)  # (T, n, 2)
+        return x + self.noise * jax.random.normal(key, x.shape)
+
+
+@pytest.fixture(scope="module")
+def two_solutions():
+    up, down = _two_solutions(COVERAGE_T)
+    contexts = np.asarray(PLANAR.robot.end_effector_pose(jnp.asarray(up))[:, :3, 3])
+    np.testing.assert_allclose(  # the two solutions reach the same goal
+        PLANAR.robot.end_effector_pose(jnp.asarray(down))[:, :3, 3], contexts, atol=1e-6
+    )
+
+    def coverage(model, key=0):
+        return ik_evaluation.evaluate_model(
+            model,
+            PLANAR,
+            contexts,
+            jax.random.PRNGKey(key),
+            samples_per_target=COVERAGE_N,
+            refine_fn=refine.refine,
+            coverage_reference=COVERAGE_REF,
+            latency=False,
+        )
+
+    return up, down, coverage
+
+
+def test_coverage_of_one_solution_is_worse_than_restarts_and_of_both_is_exact(two_solutions):
+    up, down, coverage = two_solutions
+    gap = float(np.mean(np.linalg.norm(up - down, axis=1)))  # ~2.7 rad between the branches
+    one, both = coverage(NearSolutions(up)), coverage(NearSolutions(up, down))
+    for m in (one, both):
+        assert m["coverage_num_targets"] == COVERAGE_T and m["coverage_samples"] == COVERAGE_N
+        assert m["coverage_num_reference"] == COVERAGE_REF
+        assert 0.3 * COVERAGE_REF < m["coverage_reference_size_mean"] <= COVERAGE_REF
+        assert m["coverage_targets_without_model_solution"] == 0
+        assert m["converged_fraction_30it"] == 1.0
+    # Only elbow-up samples: the references on the other branch (about half) are `gap` away.
+    assert 0.25 * gap < one["coverage_distance"] < 0.75 * gap, one
+    # 4 random restarts often miss a branch, but less often than never finding it.
+    assert one["coverage_ratio"] > 1.5, one
+    # Both branches: every reference has a refined sample on it.
+    assert both["coverage_distance"] < 1e-4, both
+    assert both["coverage_ratio"] < 1e-2, both
+    # The references and restarts are the same for both models (same key).
+    assert both["coverage_distance_restarts"] == one["coverage_distance_restarts"]
+
+
+def test_coverage_metrics_are_seeded(two_solutions):
+    up, down, coverage = two_solutions
+    model = NearSolutions(up, down, noise=0.5)
+    a, b, other = coverage(model), coverage(model), coverage(model, key=1)
+    assert a == b
+    assert other["coverage_distance_restarts"] != a["coverage_distance_restarts"]
+
+
+def test_converged_fractions_after_5_and_30_iterations(two_solutions):
+    up, down, coverage = two_solutions
+    exact = coverage(NearSolutions(up, down, noise=0.0))
+    assert exact["converged_fraction_5it"] == 1.0 and exact["converged_fraction_30it"] == 1.0
+    # Starts 1.5 rad off in the first joint (still inside its limits): 30 iterations reach the
+    # goal, 5 do not yet.
+    far = coverage(NearSolutions(up + np.array([1.5, 0.0], np.float32), noise=0.0))
+    assert far["converged_fraction_30it"] == 1.0
+    assert far["converged_fraction_5it"] < 0.6, far

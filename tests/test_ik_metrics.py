@@ -139,6 +139,49 @@ def test_mean_pairwise_distance_by_hand_and_against_scipy():
         ik_metrics.mean_pairwise_distance(x[:, :1])
 
 
+def test_nearest_distances_by_hand_with_a_mask():
+    x = np.array([[0.0, 0.0], [3.0, 0.0]], np.float32)
+    y = np.array([[3.0, 4.0], [1.0, 0.0], [3.0, 0.5]], np.float32)
+    np.testing.assert_allclose(ik_metrics.nearest_distances(x, y), [1.0, 0.5], rtol=1e-6)
+    masked = ik_metrics.nearest_distances(x, y, np.array([True, False, False]))
+    np.testing.assert_allclose(masked, [5.0, 4.0], rtol=1e-6)
+    assert np.all(np.isinf(ik_metrics.nearest_distances(x, y, np.zeros(3, bool))))
+
+
+def test_nearest_distances_resolve_nearly_coincident_joint_vectors():
+    # |q|^2 ~ 59: the expanded |x|^2 + |y|^2 - 2 x.y has a float32 floor of ~2e-3 here.
+    x = np.full((1, 7), 2.9, np.float32)
+    d = float(ik_metrics.nearest_distances(x, x + np.float32(1e-5))[0])
+    assert d == pytest.approx(np.sqrt(7) * 1e-5, rel=0.05)
+
+
+def test_nearest_distance_coverage_known_answers_masks_and_empty_sets():
+    # Target 0: references 0 and 10 (a third one masked out), points 1 and 7 (100 masked out):
+    # nearest distances 1 and 3, mean 2. Target 1: references but no valid point -> inf.
+    # Target 2: no valid reference -> NaN.
+    ref = np.array([[[0.0], [10.0], [1e3]]] * 3, np.float32)
+    ref_mask = np.array([[True, True, False], [True, True, False], [False, False, False]])
+    pts = np.array([[[1.0], [7.0], [100.0]]] * 3, np.float32)
+    pts_mask = np.array([[True, True, False], [False, False, False], [True, True, True]])
+    got = np.asarray(ik_metrics.nearest_distance_coverage(ref, ref_mask, pts, pts_mask))
+    assert got[0] == pytest.approx(2.0) and np.isposinf(got[1]) and np.isnan(got[2])
+    # A point on every reference: 0.
+    same = ik_metrics.nearest_distance_coverage(ref, ref_mask, ref, ref_mask)
+    assert float(same[0]) == 0.0
+
+
+def test_nearest_distance_coverage_matches_brute_force_in_batches():
+    rng = np.random.default_rng(6)
+    ref = rng.normal(size=(5, 40, 3)).astype(np.float32)
+    pts = rng.normal(size=(5, 9, 3)).astype(np.float32)
+    ref_mask, pts_mask = rng.random((5, 40)) < 0.7, rng.random((5, 9)) < 0.6
+    pts_mask[:, 0] = True
+    got = ik_metrics.nearest_distance_coverage(ref, ref_mask, pts, pts_mask, batch_size=2)
+    for t in range(5):
+        d = np.linalg.norm(ref[t][ref_mask[t]][:, None] - pts[t][pts_mask[t]][None], axis=-1)
+        assert float(got[t]) == pytest.approx(d.min(axis=1).mean(), rel=1e-5)
+
+
 def _blobs(rng, centres, sizes, std=0.1):
     pts = [c + std * rng.standard_normal((n, len(c))) for c, n in zip(centres, sizes, strict=True)]
     x = np.concatenate(pts).astype(np.float32)

@@ -238,3 +238,33 @@ def test_uniform_component_share_rescales_only_the_component_gradients(share):
     np.testing.assert_allclose(got.logits, jax.grad(ours)(params, 0.0).logits, atol=1e-6)
     if share > 0:  # the inactive slot gets nothing, the others are reweighted
         assert not np.allclose(got.means, jax.grad(ours)(params, 0.0).means, atol=1e-4)
+
+
+def test_stopped_covariance_gradient_is_zero_where_the_bound_is_active_else_identity():
+    """'stop' keeps the projected values and cuts the gradient into the predicted Cholesky
+    factor exactly where the covariance bound is active; elsewhere the projection is the
+    identity and so is its gradient."""
+    active = jnp.ones(K, bool)
+    old = _random_params(jax.random.PRNGKey(41))
+    far = _random_params(jax.random.PRNGKey(42))
+    # Slots 0 and 1 keep the old covariance (bound inactive), slots 2 and 3 a far one (active).
+    chols = jnp.concatenate([old.chols[:, :2], 3.0 * far.chols[:, 2:]], axis=1)
+    pred = old.replace(chols=chols)
+    eps_mean, eps_cov = jnp.full((K,), 0.05), jnp.full((K,), 0.01)
+    cov_parts = projection.cov_kl_part(pred.chols, old.chols)
+    assert np.all(np.asarray(cov_parts[:, :2]) < 1e-6) and np.all(np.asarray(cov_parts[:, 2:]) > 1)
+
+    def projected(chols, mode):
+        return objectives.project_mixture(
+            pred.replace(chols=chols), old, active, eps_mean, eps_cov, covariance_gradient=mode
+        ).chols
+
+    np.testing.assert_array_equal(projected(chols, "stop"), projected(chols, "implicit"))
+    weights = jax.random.normal(jax.random.PRNGKey(43), chols.shape)
+    grad = lambda mode: jax.grad(lambda c: jnp.sum(weights * projected(c, mode)))(chols)
+    stop, implicit = grad("stop"), grad("implicit")
+    np.testing.assert_array_equal(stop[:, 2:], 0.0)
+    np.testing.assert_allclose(stop[:, :2], jnp.tril(weights[:, :2]), rtol=1e-5, atol=1e-6)
+    assert float(jnp.max(jnp.abs(implicit[:, 2:]))) > 1e-3  # the exact gradient is not zero
+    with pytest.raises(ValueError, match="covariance_gradient"):
+        objectives.project_mixture(pred, old, active, eps_mean, eps_cov, covariance_gradient="x")

@@ -256,3 +256,31 @@ def test_gate_refit_fraction_is_checked():
 
     with pytest.raises(ValueError, match="gate_refit_fraction"):
         config_lib.validate_config(_small_config(**{"train.gate_refit_fraction": 1.0}))
+
+
+@pytest.mark.parametrize("hold", [1, 3])
+def test_old_model_advances_every_hold_old_steps(hold):
+    """old_params become the pre-update parameters at steps hold-1, 2 hold-1, ... and stay fixed
+    in between (hold 1: the previous step's parameters, the thesis)."""
+    c = _small_config(**{"projection.hold_old_steps": hold, "projection.covariance": True})
+    _, _, _, state, step_fn = fit.build(c)
+    contexts = jnp.linspace(-0.5, 0.5, c.train.batch_contexts)[:, None]
+    leaf = lambda tree: np.asarray(jax.tree.leaves(tree)[0])
+    for t in range(7):
+        before = state
+        state, metrics = step_fn(state, contexts)
+        assert int(metrics["skipped"]) == 0
+        if (t + 1) % hold == 0:
+            np.testing.assert_array_equal(leaf(state.old_params), leaf(before.params))
+        else:
+            np.testing.assert_array_equal(leaf(state.old_params), leaf(before.old_params))
+        assert not np.array_equal(leaf(state.params), leaf(before.params))
+
+
+def test_projection_switches_are_checked():
+    from avips_jax import config as config_lib
+
+    with pytest.raises(ValueError, match="hold_old_steps"):
+        config_lib.validate_config(_small_config(**{"projection.hold_old_steps": 0}))
+    with pytest.raises(ValueError, match="covariance_gradient"):
+        config_lib.validate_config(_small_config(**{"projection.covariance_gradient": "none"}))

@@ -86,6 +86,24 @@ def test_csv_round_trips_numbers_and_leaves_missing_cells_empty():
     assert parsed[1]["status"] == "skipped"
 
 
+def test_coverage_columns_in_markdown_and_csv_with_missing_values_as_na():
+    rows = [
+        _row("panda", "avips", coverage_distance=0.5, coverage_distance_restarts=0.4,
+             coverage_ratio=1.25, converged_fraction_5it=0.5, converged_fraction_30it=1.0),
+        _row("talos", "avips", coverage_ratio=float("nan")),  # no refinement on TALOS
+    ]  # fmt: skip
+    assert {c.key for c in compare_table.COVERAGE} <= set(compare.METRIC_KEYS)
+    md = compare_table.markdown_tables(rows)
+    assert "### Coverage of the IK solution set" in md
+    lines = compare_table.markdown_table(rows, compare_table.COVERAGE).splitlines()
+    assert "coverage ratio" in lines[0] and "converged @5 LM it." in lines[0]
+    assert lines[2] == "| panda | avips | 0.5 | 0.4 | 1.25 | 50.0% | 100.0% |"
+    assert lines[3] == "| talos | avips | n/a | n/a | n/a | n/a | n/a |"
+    parsed = list(csv.DictReader(io.StringIO(compare_table.csv_text(rows))))
+    assert parsed[0]["coverage_ratio"] == "1.25" and parsed[0]["converged_fraction_5it"] == "0.5"
+    assert parsed[1]["coverage_ratio"] == "" and parsed[1]["converged_fraction_30it"] == ""
+
+
 # --- claims ----------------------------------------------------------------------------------
 
 

@@ -84,6 +84,11 @@ def test_evaluate_run_uses_the_fixed_seeded_test_set(run_dir, tmp_path):
     assert a["num_targets"] == 3 and a["test_seed"] == 7  # config.eval defaults
     assert 0 <= a["success_rate_refined"] <= 1 and a["mmd_num_targets"] >= 1
     assert a["mmd"] >= 0 and a["mmd_uniform_baseline"] >= 0
+    assert a["coverage_num_reference"] == 1000 and a["coverage_samples"] == 6
+    assert a["coverage_num_targets"] <= 3
+    # Position contexts: LM never raises the error, so 30 iterations converge at least as often.
+    assert 0 <= a["converged_fraction_5it"] <= a["converged_fraction_30it"] <= 1
+    assert "| coverage_ratio |" in evaluate.format_table(a)
     assert sorted(p.name for p in paths) == sorted((*PLOTS, "training_curves.png"))
     b, _ = evaluate.evaluate_run(run, seed=8, latency=False, plot_dir=tmp_path / "b")
     assert b["test_seed"] == 8
