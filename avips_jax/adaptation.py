@@ -6,8 +6,9 @@ so that mass the mixture misses can be found — weighted by p / proposal and re
 the resampled points the VIPS score log p - max(max log q - threshold, log q) picks, per context,
 the point the mixture explains worst; if the context-average of these scores exceeds
 `components.add_min_score` (nats), a free slot is fitted through these points with a small
-weight and the entropy-matching initial scale. Its trust region starts fresh and the old model is
-reset to the current one (the projection is inactive for the next step).
+weight and the entropy-matching initial scale. Its trust region starts fresh, the old model is
+reset to the current one (the projection is inactive for the next step) and, with
+`components.reset_optimizer`, the slot's Adam moments start at zero.
 
 Removal: a slot whose context-averaged weight stays below the threshold for `patience`
 consecutive checks is switched off; and a redundant slot — one whose merge into the component
@@ -24,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 
 from avips_jax import components, gmm, networks, pytree, sir, trust_region
 from avips_jax.targets import Target
@@ -57,6 +59,32 @@ def _proposal_candidates(
     if n_uni:
         terms.append(math.log(n_uni / num) + log_uniform)
     return x, jax.nn.logsumexp(jnp.stack(terms), axis=0)
+
+
+def reset_slot_moments(opt_state: optax.OptState, params: dict, slot: chex.Array) -> optax.OptState:
+    """Zeroes the Adam moments (mu, nu) of one slot's parameters (`components.slot_param_mask`).
+
+    A reborn slot would otherwise inherit the moments of the component that last lived there,
+    and its first steps would follow that component's gradient history. Works on any optax state
+    (chains, multi_transform's masked inner states): every `ScaleByAdamState` in it is edited,
+    matching its moments to `params` by key path. The step counts are left as they are.
+    """
+    mask = components.slot_param_mask(params, slot)
+    by_path = dict(jax.tree_util.tree_leaves_with_path(mask))
+
+    def zero_slot(path, moment):
+        return jnp.where(by_path[path], 0.0, moment) if path in by_path else moment
+
+    def reset(node):
+        if isinstance(node, optax.ScaleByAdamState):
+            return node._replace(
+                mu=jax.tree_util.tree_map_with_path(zero_slot, node.mu),
+                nu=jax.tree_util.tree_map_with_path(zero_slot, node.nu),
+            )
+        return node
+
+    is_adam = lambda node: isinstance(node, optax.ScaleByAdamState)
+    return jax.tree.map(reset, opt_state, is_leaf=is_adam)
 
 
 def make_add_step(
@@ -102,9 +130,14 @@ def make_add_step(
         comp_state = pytree.select(added, comp_state, state.components)
         tr = trust_region.reset_slot(state.trust_region, slot, p.eps_mean, p.eps_cov)
         tr = pytree.select(added, tr, state.trust_region)
+        opt_state = state.opt_state
+        if cc.reset_optimizer:
+            reset = reset_slot_moments(opt_state, state.params, slot)
+            opt_state = pytree.select(added, reset, opt_state)
         new_state = state.replace(
             params=variables["params"],
             old_params=pytree.select(added, variables["params"], state.old_params),
+            opt_state=opt_state,
             slots=variables[networks.SLOTS],
             trust_region=tr,
             components=comp_state,

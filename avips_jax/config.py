@@ -58,6 +58,12 @@ def default_config() -> ml_collections.ConfigDict:
     # preset, 3000 steps) it changed nothing: refit 0.2 gave ELBO 1.9 vs 2.1 and 1.4 vs 1.4
     # components per context; the weights are already near-optimal for the components.
     c.train.gate_refit_fraction = 0.0
+    # Mass-covering warm start (NOT VIPS): the first this-many steps fit the mixture by maximum
+    # likelihood to fresh valid pairs (c = FK(q), q uniform in the joint limits; IK targets only,
+    # train.make_warm_start_step), `warm_start_pairs` per step; aVIPS then takes over from the
+    # spread-out model. 0 (pure reverse-KL VIPS from the start) disables it.
+    c.train.warm_start_steps = 0
+    c.train.warm_start_pairs = 256
     c.train.grad_clip = 1.0  # global gradient-norm clip (0 disables)
     c.train.log_every = 100
     c.train.log_samples = 32  # samples per context for the logged entropy / position error
@@ -130,6 +136,9 @@ def default_config() -> ml_collections.ConfigDict:
     # Add only if the context-averaged best score log p - log q exceeds this (nats).
     c.components.add_min_score = 1.0
     c.components.fit_steps = 50
+    # Zero the Adam moments of a slot when a component is added there; otherwise a reborn slot
+    # inherits the moments of the component that was removed from it.
+    c.components.reset_optimizer = False
 
     # Evaluation (experiments/evaluate.py): a fixed, seeded test set of contexts.
     c.eval = ml_collections.ConfigDict()
@@ -192,6 +201,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     ):
         if t[name] < 1:
             raise ValueError(f"train.{name} must be >= 1, got {t[name]}.")
+    if t.warm_start_steps < 0 or t.warm_start_steps >= t.num_steps:
+        raise ValueError(
+            f"train.warm_start_steps must be in [0, train.num_steps={t.num_steps}), got "
+            f"{t.warm_start_steps}."
+        )
+    if t.warm_start_steps and t.warm_start_pairs < 1:
+        raise ValueError(f"train.warm_start_pairs must be >= 1, got {t.warm_start_pairs}.")
     if not 0.0 <= t.uniform_component_share <= 1.0:
         raise ValueError(
             f"train.uniform_component_share must be in [0, 1], got {t.uniform_component_share}."

@@ -28,6 +28,7 @@ import ml_collections
 import optax
 
 from avips_jax import components, gmm, networks, objectives, pytree, trust_region
+from avips_jax.baselines import valid_pairs
 from avips_jax.targets import Target
 
 Metrics = dict[str, chex.Array]
@@ -217,7 +218,99 @@ def make_train_step(
     target: Target,
     optimizer: optax.GradientTransformation,
 ) -> Callable[[TrainState, chex.Array], tuple[TrainState, Metrics]]:
-    """The jitted train step `(state, contexts (B, d_c)) -> (state, metrics)`.
+    """The train step `(state, contexts (B, d_c)) -> (state, metrics)`: the jitted aVIPS step,
+    preceded for the first `train.warm_start_steps` steps by the jitted warm-start step
+    (`make_warm_start_step`; chosen on the host from `state.step`).
+
+    Contexts may be sharded over devices along B (data parallelism with `jax.sharding`); the
+    parameters are replicated and XLA inserts the reductions.
+    """
+    vips_step = make_vips_step(config, module, target, optimizer)
+    warm_steps = config.train.warm_start_steps
+    if warm_steps <= 0:
+        return vips_step
+    warm_step = make_warm_start_step(config, module, target, optimizer)
+
+    def train_step(state: TrainState, contexts: chex.Array) -> tuple[TrainState, Metrics]:
+        return (warm_step if int(state.step) < warm_steps else vips_step)(state, contexts)
+
+    return train_step
+
+
+def make_warm_start_step(
+    config: ml_collections.ConfigDict,
+    module: networks.ConditionalGMM,
+    target: Target,
+    optimizer: optax.GradientTransformation,
+) -> Callable[[TrainState, chex.Array], tuple[TrainState, Metrics]]:
+    """The jitted mass-covering warm-start step: maximum likelihood on valid pairs, NOT VIPS.
+
+    Each step draws `train.warm_start_pairs` fresh pairs (c, q): q uniform in the robot's joint
+    limits, c = target.contexts_from_joints(q) (`baselines.valid_pairs`), and takes one Adam step
+    on -mean log q(q | c): the forward KL from the pairs' conditional to the model, which spreads
+    the components over the whole solution set of each context instead of the few modes that the
+    reverse KL of VIPS settles on first. The batch `contexts` of the loop are not used (only
+    checked for finiteness). The old model follows the parameters, so the projection is inactive
+    at the first VIPS step; trust regions and component bookkeeping are left as they are.
+
+    Raises:
+        ValueError: if the target has no `contexts_from_joints` (an IK target is needed).
+    """
+    if not hasattr(target, "contexts_from_joints"):
+        raise ValueError(
+            f"train.warm_start_steps > 0 needs an IK target with contexts_from_joints; target "
+            f"{getattr(target, 'name', target)!r} has none"
+        )
+    num_pairs = config.train.warm_start_pairs
+
+    def nll(params, slots, active, key):
+        contexts, q = valid_pairs.valid_pairs(target, key, num_pairs)
+        pred = module.apply({"params": params, networks.SLOTS: slots}, contexts)
+        log_q = gmm.log_prob(pred, active, q[None].astype(pred.means.dtype))  # (1, N)
+        return -jnp.mean(log_q), pred
+
+    def warm_step(state: TrainState, contexts: chex.Array) -> tuple[TrainState, Metrics]:
+        key, pair_key = jax.random.split(state.key)
+        grad_fn = jax.value_and_grad(nll, has_aux=True)
+        (loss, pred), grads = grad_fn(state.params, state.slots, state.active, pair_key)
+        contexts_ok = jnp.all(jnp.isfinite(contexts))
+        ok = jnp.isfinite(loss) & pytree.all_finite(grads) & contexts_ok
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = pytree.select(ok, optax.apply_updates(state.params, updates), state.params)
+        new_state = state.replace(
+            step=state.step + 1,
+            params=params,
+            old_params=params,
+            opt_state=pytree.select(ok, opt_state, state.opt_state),
+            key=key,
+            num_skipped=state.num_skipped + (~ok).astype(jnp.int32),
+        )
+        weights = jnp.exp(gmm.log_weights(jax.lax.stop_gradient(pred), state.active))
+        metrics = {
+            "loss": loss,
+            "warm_start_nll": loss,
+            "num_active": jnp.sum(state.active.astype(jnp.int32)),
+            "active_per_context": jnp.mean(jnp.sum(weights > 0.01, axis=-1)),
+            "grad_norm": optax.tree.norm(grads),
+            "skipped": (~ok).astype(jnp.int32),
+            "contexts_finite": contexts_ok,
+            "target_finite": jnp.ones(()),
+            "eps_mean": state.trust_region.eps_mean,
+            "eps_cov": state.trust_region.eps_cov,
+            "mean_weights": jnp.mean(weights, axis=0),
+        }
+        return new_state, metrics
+
+    return jax.jit(warm_step)
+
+
+def make_vips_step(
+    config: ml_collections.ConfigDict,
+    module: networks.ConditionalGMM,
+    target: Target,
+    optimizer: optax.GradientTransformation,
+) -> Callable[[TrainState, chex.Array], tuple[TrainState, Metrics]]:
+    """The jitted aVIPS step `(state, contexts (B, d_c)) -> (state, metrics)` (module docstring).
 
     Contexts may be sharded over devices along B (data parallelism with `jax.sharding`); the
     parameters are replicated and XLA inserts the reductions.

@@ -35,6 +35,8 @@ SUMMARY_METRICS = (
     ("elbo", "ELBO (nats)", ".2f", +1),
     ("entropy", "entropy (nats)", ".2f", +1),
     ("mmd", "MMD", ".3f", -1),
+    ("coverage_ratio", "coverage ratio vs restarts", ".2f", -1),
+    ("converged_fraction_5it", "converged @5 LM it.", ".3f", +1),
     ("active_components_mean", "active comp./context", ".2f", +1),
     ("train_wall_time_s", "train wall time (s)", ".0f", -1),
 )

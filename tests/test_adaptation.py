@@ -1,0 +1,74 @@
+"""Tests of the jitted adding step's optimiser bookkeeping (avips_jax/adaptation.py)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from avips_jax import adaptation, components, fit, networks
+from tests.test_train import _small_config
+
+
+def _adam_states(opt_state):
+    is_adam = lambda node: isinstance(node, optax.ScaleByAdamState)
+    return [n for n in jax.tree.leaves(opt_state, is_leaf=is_adam) if is_adam(n)]
+
+
+def _moments_after_one_step(config):
+    _, _, optimizer, state, _ = fit.build(config)
+    grads = jax.tree.map(jnp.ones_like, state.params)
+    _, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    return state, opt_state
+
+
+def _check_reset(before, after, params, slot):
+    mask = dict(jax.tree_util.tree_leaves_with_path(components.slot_param_mask(params, slot)))
+    checked = 0
+    for old, new in zip(_adam_states(before), _adam_states(after), strict=True):
+        assert int(new.count) == int(old.count)
+        for moments_old, moments_new in ((old.mu, new.mu), (old.nu, new.nu)):
+            for (path, m_old), (_, m_new) in zip(
+                jax.tree_util.tree_leaves_with_path(moments_old),
+                jax.tree_util.tree_leaves_with_path(moments_new),
+                strict=True,
+            ):
+                in_slot = np.asarray(mask[path])
+                assert np.all(np.asarray(m_old) != 0)  # every moment was set by the step
+                np.testing.assert_array_equal(np.asarray(m_new)[in_slot], 0.0)
+                np.testing.assert_array_equal(np.asarray(m_new)[~in_slot], m_old[~in_slot])
+                checked += int(in_slot.any())
+    assert checked >= 4  # the slot's component leaves and its gate column, in mu and nu
+
+
+def test_reset_slot_moments_zeroes_exactly_the_slots_entries():
+    config = _small_config(**{"model.num_components": 4})
+    state, opt_state = _moments_after_one_step(config)
+    reset = adaptation.reset_slot_moments(opt_state, state.params, jnp.int32(2))
+    _check_reset(opt_state, reset, state.params, 2)
+
+
+def test_add_step_resets_the_new_slots_moments_only_when_asked():
+    for reset_optimizer in (True, False):
+        config = _small_config(
+            **{
+                "model.num_components": 4,
+                "model.initial_components": 2,
+                "components.add_min_score": -1e9,  # always add
+                "components.reset_optimizer": reset_optimizer,
+            }
+        )
+        target, module, _, state, _ = fit.build(config)
+        _, opt_state = _moments_after_one_step(config)
+        state = state.replace(opt_state=opt_state)
+        add = adaptation.make_add_step(config, module, target)
+        contexts = jnp.linspace(-0.5, 0.5, config.train.batch_contexts)[:, None]
+        new, info = add(state, contexts, jax.random.PRNGKey(0))
+        assert bool(info["added"]) and int(info["slot"]) == 2
+        assert networks.GATE in new.params
+        if reset_optimizer:
+            _check_reset(opt_state, new.opt_state, state.params, 2)
+        else:
+            for a, b in zip(
+                jax.tree.leaves(opt_state), jax.tree.leaves(new.opt_state), strict=True
+            ):
+                np.testing.assert_array_equal(a, b)

@@ -1,0 +1,70 @@
+"""The mass-covering warm start (train.make_warm_start_step): maximum likelihood on valid pairs
+for the first steps, then aVIPS."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from avips_jax import config as config_lib
+from avips_jax import fit, gmm
+from avips_jax.baselines import valid_pairs
+from experiments.configs import panda
+from tests.test_train import _small_config
+
+
+def _tiny_panda(**overrides):
+    c = panda.get_config("quick")
+    c.model.num_components = 3
+    c.model.initial_components = 3
+    c.model.component_hidden = (32, 32)
+    c.model.gate_hidden = (16,)
+    c.train.batch_contexts = 16
+    c.train.num_steps = 60
+    c.train.warm_start_steps = 40
+    c.train.warm_start_pairs = 128
+    c.train.log_every = 10
+    c.components.add = False
+    c.components.remove = False
+    for key, value in overrides.items():
+        *path, last = key.split(".")
+        node = c
+        for name in path:
+            node = node[name]
+        node[last] = value
+    return c
+
+
+def test_warm_start_fits_valid_pairs_then_hands_over_to_vips():
+    c = _tiny_panda()
+    target, module, _, state, step_fn = fit.build(c)
+    contexts = target.sample_contexts(jax.random.PRNGKey(5), c.train.batch_contexts)
+    held_c, held_q = valid_pairs.valid_pairs(target, jax.random.PRNGKey(99), 512)
+
+    def held_out_nll(s):
+        pred = module.apply(s.variables, held_c)
+        return -float(jnp.mean(gmm.log_prob(pred, s.active, held_q[None])))
+
+    start = held_out_nll(state)
+    for t in range(c.train.num_steps):
+        state, metrics = step_fn(state, contexts)
+        assert int(metrics["skipped"]) == 0
+        warm = t < c.train.warm_start_steps
+        assert ("warm_start_nll" in metrics) == warm and ("elbo" in metrics) == (not warm)
+        if warm:  # the old model follows, so the first VIPS step starts unprojected
+            assert jax.tree.all(jax.tree.map(jnp.array_equal, state.old_params, state.params))
+        if t + 1 == c.train.warm_start_steps:
+            after_warm = held_out_nll(state)
+    assert after_warm < start - 1.0, (start, after_warm)  # ML fits the held-out pairs
+    assert np.isfinite(float(metrics["elbo"]))
+
+
+def test_warm_start_settings_are_checked():
+    with pytest.raises(ValueError, match="warm_start_steps"):
+        config_lib.validate_config(_tiny_panda(**{"train.warm_start_steps": 60}))
+    with pytest.raises(ValueError, match="warm_start_pairs"):
+        config_lib.validate_config(_tiny_panda(**{"train.warm_start_pairs": 0}))
+    # A target without contexts_from_joints (a toy GMM) cannot make pairs: named error.
+    toy = _small_config(**{"train.warm_start_steps": 2})
+    with pytest.raises(ValueError, match="contexts_from_joints"):
+        fit.build(toy)
