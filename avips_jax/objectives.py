@@ -89,13 +89,17 @@ def project_mixture(
         means = projection.project_mean(pred.means, old_mean, old_chol, eps_mean[None, :])
         chols = pred.chols
     else:
+        stop = covariance_gradient == "stop"
+        # With "stop" the covariance projection is computed without gradient (no implicit
+        # backward pass through the dual: about a third of the step time on Panda).
+        pred_chols = jax.lax.stop_gradient(pred.chols) if stop else pred.chols
         means, chols = projection.project_gaussian(
-            pred.means, pred.chols, old.means, old.chols, eps_mean[None, :], eps_cov[None, :]
+            pred.means, pred_chols, old.means, old.chols, eps_mean[None, :], eps_cov[None, :]
         )
-        if covariance_gradient == "stop":
+        if stop:  # the projection is the identity where the bound is inactive: keep that path
             old_chol = jax.lax.stop_gradient(old.chols)
-            cov_active = projection.cov_kl_part(pred.chols, old_chol) > eps_cov[None, :]
-            chols = jnp.where(cov_active[..., None, None], jax.lax.stop_gradient(chols), chols)
+            cov_active = projection.cov_kl_part(pred_chols, old_chol) > eps_cov[None, :]
+            chols = jnp.where(cov_active[..., None, None], chols, jnp.tril(pred.chols))
     logits = pred.logits
     if eps_weights is not None:
         logits = projection.project_categorical(logits, old.logits, eps_weights, mask=active)

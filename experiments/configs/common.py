@@ -181,10 +181,16 @@ def ik_config(
     # ELBO-based merging hurts IK: on Panda (1500 steps) it cut the model to one component and the
     # ELBO fell from -4 to -91 nats (mean position error 87 mm vs 33 mm without merging).
     c.components.merge_tolerance = 0.0
-    # Project the means only. Panda, 1500 steps, paired adaptive bounds: mean-only gives ELBO 0.4
-    # and 26 mm mean error (2 seeds); with the covariance projection the bounds grow and training
-    # blows up (ELBO -4932 / -134, 701 / 130 mm). Projection off: ELBO 1.0, 24 mm.
-    c.projection.covariance = False
+    # The full projection (means and covariances), with no gradient into the predicted covariance
+    # where its bound is active and the regression at alpha = 1. With exact gradients through the
+    # covariance projection (and alpha = 10) Panda blew up (1500 steps: ELBO -1412 vs 1.05 with the
+    # means projected only): Adam undoes the ~1/(1+eta) damping of the implicit gradient and the
+    # raw covariance drifts. Panda quick, 3000 steps, seeds 0-2 (results/covariance_projection/):
+    # median ELBO 2.59 vs 2.08 (means only) and 2.63 (vanilla GMM), entropy -5.15 vs -5.57 and
+    # -5.10, coverage ratio 2.48 vs 3.25 and 2.76, 3.54 vs 1.62 and 2.52 components per context.
+    c.projection.covariance = True
+    c.projection.covariance_gradient = "stop"
+    c.projection.alpha = 1.0
     # Start with every slot, let removal prune (Panda, 1500 steps: ELBO 1.4 vs 0.4 starting from 4;
     # 3 slots left at the end). New components start at 5% weight and get 10 checks to prove
     # themselves: at 0.1% they were removed before the weight step could grow them.

@@ -135,3 +135,13 @@ def test_method_variants_of_the_robot_configs():
     vanilla.method = "vips"
     with pytest.raises(ValueError, match="method must be one of"):
         validate_config(vanilla)
+
+
+@pytest.mark.parametrize("name", sorted(ROBOT_CONFIGS))
+def test_robot_configs_project_means_and_covariances(name):
+    """Every robot config trains aVIPS with the full KL projection, in its stable form
+    (tests/test_covariance_projection_training.py)."""
+    for preset in common.PRESETS:
+        c = _module(name).get_config(preset)
+        assert c.projection.enabled and c.projection.covariance, preset
+        assert c.projection.covariance_gradient == "stop" and c.projection.alpha == 1.0, preset
