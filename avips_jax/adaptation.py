@@ -124,6 +124,7 @@ def make_add_step(
             init_weight=cc.init_weight,
             fit_steps=cc.fit_steps,
             reinit_key=key_reinit,
+            grace_checks=-(-cc.grace_steps // cc.check_every),  # ceil: at least grace_steps
         )
         added = added & needed
         variables = pytree.select(added, variables, state.variables)

@@ -46,7 +46,9 @@ class ComponentState:
 
     Attributes:
         active: (K,) bool mask of live slots.
-        low_weight_count: (K,) int32 consecutive removal checks with a low average weight.
+        low_weight_count: (K,) int32 consecutive removal checks with a low average weight; a
+            negative value -g marks a newborn in its grace period, g removal checks from its end
+            (`in_grace`).
         num_added: () int32 number of components added so far.
         num_removed: () int32 number of components removed so far.
     """
@@ -69,6 +71,12 @@ def init_component_state(num_components: int, num_active: int) -> ComponentState
         num_added=jnp.zeros((), jnp.int32),
         num_removed=jnp.zeros((), jnp.int32),
     )
+
+
+def in_grace(state: ComponentState) -> chex.Array:
+    """(K,) bool: active slots still in the grace period they were born with (`add_component`'s
+    grace_checks): not removed, and their gate column is frozen by the train step."""
+    return state.active & (state.low_weight_count < 0)
 
 
 def num_active(state: ComponentState) -> chex.Array:
@@ -125,8 +133,11 @@ def update_removal(
     if patience < 1:
         raise ValueError(f"patience must be >= 1, got {patience}.")
     low = removal_candidates(weights, state.active, threshold)
-    count = jnp.where(low, state.low_weight_count + 1, 0)
-    remove = count >= patience
+    grace = in_grace(state)  # newborns age by one check and are never removed
+    count = jnp.where(
+        grace, state.low_weight_count + 1, jnp.where(low, state.low_weight_count + 1, 0)
+    )
+    remove = (count >= patience) & ~grace
     avg = jnp.mean(weights, axis=0)
     best = jnp.argmax(jnp.where(state.active, avg, -jnp.inf))
     none_left = ~jnp.any(state.active & ~remove)
@@ -340,6 +351,7 @@ def add_component(
     fit_steps: int = 100,
     learning_rate: float = 1e-2,
     reinit_key: chex.PRNGKey | None = None,
+    grace_checks: int = 0,
 ) -> tuple[dict, ComponentState, chex.Array, chex.Array]:
     """Places a new component in the lowest free slot.
 
@@ -366,6 +378,8 @@ def add_component(
         reinit_key: if given and the architecture is "per_component", the slot's whole component
             MLP is re-drawn from its initialiser first (fresh random features instead of a
             removed component's trained ones).
+        grace_checks: the newborn's grace period in removal checks (its removal counter starts
+            at -grace_checks; see `in_grace`). 0: none.
 
     Returns:
         (variables, state, slot () int32, added () bool). Only the new slot's component
@@ -394,19 +408,34 @@ def add_component(
     new = pytree.select(added, new, variables)
     added_state = state.replace(
         active=state.active.at[slot].set(True),
-        low_weight_count=state.low_weight_count.at[slot].set(0),
+        low_weight_count=state.low_weight_count.at[slot].set(-grace_checks),
         num_added=state.num_added + 1,
     )
     new_state = pytree.select(added, added_state, state)
     return new, new_state, slot, added
 
 
+def gate_column_mask(params: dict, slots: chex.Array) -> dict:
+    """Bool pytree like `params`: True on the gate head's column (kernel) and entry (bias) of
+    every slot where `slots` (K,) bool is True, False everywhere else."""
+    mask = jax.tree.map(lambda leaf: jnp.zeros(leaf.shape, bool), params)
+    gate_head = params[networks.GATE][networks.GATE_HEAD]
+    mask[networks.GATE] = {
+        **mask[networks.GATE],
+        networks.GATE_HEAD: {
+            "kernel": jnp.broadcast_to(slots, gate_head["kernel"].shape),
+            "bias": jnp.broadcast_to(slots, gate_head["bias"].shape),
+        },
+    }
+    return mask
+
+
 def slot_param_mask(params: dict, slot: chex.Array) -> dict:
     """Bool pytree like `params`: True on the entries that belong to `slot`.
 
     These are the slot's entries of every leaf under params["components"] (slot axis first) and
-    its column of the gate head. Use it e.g. to zero the optimiser moments of a new slot:
-    `jax.tree.map(lambda m, x: jnp.where(m, 0, x), mask, adam_state.mu)`.
+    its column of the gate head. Use it e.g. to zero the optimiser moments of a new slot
+    (`adaptation.reset_slot_moments`).
     """
 
     def component_mask(leaf):
@@ -415,16 +444,7 @@ def slot_param_mask(params: dict, slot: chex.Array) -> dict:
             leaf.shape,
         )
 
-    mask = jax.tree.map(lambda leaf: jnp.zeros(leaf.shape, bool), params)
+    k = params[networks.GATE][networks.GATE_HEAD]["bias"].shape[0]
+    mask = gate_column_mask(params, jnp.arange(k) == slot)
     mask[networks.COMPONENTS] = jax.tree.map(component_mask, params[networks.COMPONENTS])
-    gate_head = params[networks.GATE][networks.GATE_HEAD]
-    k = gate_head["bias"].shape[0]
-    column = jnp.arange(k) == slot
-    mask[networks.GATE] = {
-        **mask[networks.GATE],
-        networks.GATE_HEAD: {
-            "kernel": jnp.broadcast_to(column, gate_head["kernel"].shape),
-            "bias": column,
-        },
-    }
     return mask

@@ -139,6 +139,9 @@ def default_config() -> ml_collections.ConfigDict:
     # Zero the Adam moments of a slot when a component is added there; otherwise a reborn slot
     # inherits the moments of the component that was removed from it.
     c.components.reset_optimizer = False
+    # A newborn's grace period (steps, rounded up to removal checks): it is not removed and its
+    # gate column is frozen (it keeps about its initial weight) while its component trains. 0: none.
+    c.components.grace_steps = 0
 
     # Evaluation (experiments/evaluate.py): a fixed, seeded test set of contexts.
     c.eval = ml_collections.ConfigDict()

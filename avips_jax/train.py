@@ -319,6 +319,7 @@ def make_vips_step(
     tr_cfg = config.trust_region
     adaptive = config.trust_region.adaptive and config.projection.enabled
     hold_old = config.projection.hold_old_steps
+    grace = config.components.add and config.components.grace_steps > 0
 
     def train_step(state: TrainState, contexts: chex.Array) -> tuple[TrainState, Metrics]:
         key, sample_key = jax.random.split(state.key)
@@ -333,6 +334,11 @@ def make_vips_step(
             jnp.isfinite(loss) & pytree.all_finite(grads) & (aux.target_finite == 1.0) & contexts_ok
         )
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        if grace:  # newborns keep their gate column (and so about their initial weight)
+            frozen = components.gate_column_mask(
+                state.params, components.in_grace(state.components)
+            )
+            updates = jax.tree.map(lambda m, u: jnp.where(m, 0.0, u), frozen, updates)
         params = optax.apply_updates(state.params, updates)
         tr = state.trust_region
         if adaptive:

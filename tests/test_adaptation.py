@@ -72,3 +72,30 @@ def test_add_step_resets_the_new_slots_moments_only_when_asked():
                 jax.tree.leaves(opt_state), jax.tree.leaves(new.opt_state), strict=True
             ):
                 np.testing.assert_array_equal(a, b)
+
+
+def test_a_newborn_keeps_its_gate_column_during_its_grace_period():
+    config = _small_config(
+        **{
+            "model.num_components": 4,
+            "model.initial_components": 2,
+            "components.add": True,
+            "components.add_min_score": -1e9,  # always add
+            "components.grace_steps": 250,
+            "components.check_every": 100,
+        }
+    )
+    target, module, _, state, step_fn = fit.build(config)
+    contexts = jnp.linspace(-0.5, 0.5, config.train.batch_contexts)[:, None]
+    state, info = adaptation.make_add_step(config, module, target)(
+        state, contexts, jax.random.PRNGKey(0)
+    )
+    assert bool(info["added"]) and int(info["slot"]) == 2
+    assert int(state.components.low_weight_count[2]) == -3  # ceil(250 / 100) checks
+    head = lambda s: np.asarray(s.params[networks.GATE][networks.GATE_HEAD]["kernel"])
+    before = head(state)
+    for _ in range(3):
+        state, _ = step_fn(state, contexts)
+    after = head(state)
+    np.testing.assert_array_equal(after[:, 2], before[:, 2])  # frozen
+    assert not np.allclose(after[:, :2], before[:, :2])  # the others train

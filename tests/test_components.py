@@ -67,6 +67,20 @@ def test_removal_needs_patience_consecutive_checks():
     assert int(state.num_removed) == 1 and int(state.low_weight_count[2]) == 0
 
 
+def test_a_newborn_in_its_grace_period_is_not_removed():
+    state = components.init_component_state(K, 4)
+    state = state.replace(low_weight_count=state.low_weight_count.at[2].set(-2))  # born, g = 2
+    update = jax.jit(functools.partial(components.update_removal, threshold=1e-3, patience=3))
+    low = weights_with({2}, state.active)
+    np.testing.assert_array_equal(components.in_grace(state), np.arange(K) == 2)
+    for _ in range(2 + 2):  # the grace checks, then two low checks of the usual patience
+        state, removed = update(state, low)
+        assert not np.any(removed)
+    assert not bool(components.in_grace(state)[2]) and int(state.low_weight_count[2]) == 2
+    state, removed = update(state, low)
+    np.testing.assert_array_equal(removed, np.arange(K) == 2)
+
+
 def test_removal_keeps_the_best_component():
     state = components.init_component_state(K, 3)
     w = jnp.asarray(np.tile([4e-4, 9e-4, 1e-4, 0.0, 0.0], (3, 1)))  # all active slots low
