@@ -33,36 +33,28 @@ def _elbos(config):
     return elbo
 
 
-def _planar(overrides):
-    c = planar.get_config("10,quick")
-    common.apply_overrides(
-        c,
-        (
-            "train.num_steps=200",
-            "train.batch_contexts=32",
-            "train.log_every=20",
-            "model.component_hidden=(64, 64)",
-            *overrides,
-        ),
+def _config(config, *overrides):
+    """`config` with small sizes and `overrides` (key=value) applied."""
+    return common.apply_overrides(
+        config, ("train.log_every=20", "model.component_hidden=(64, 64)", *overrides)
     )
-    return c
+
+
+def _planar(overrides):
+    return _config(
+        planar.get_config("10,quick"), "train.num_steps=200", "train.batch_contexts=32", *overrides
+    )
 
 
 def _tiny_panda(overrides):
-    c = panda.get_config("quick")
-    common.apply_overrides(
-        c,
-        (
-            "train.num_steps=300",
-            "train.batch_contexts=32",
-            "train.log_every=25",
-            "model.num_components=4",
-            "model.initial_components=4",
-            "model.component_hidden=(64, 64)",
-            *overrides,
-        ),
+    return _config(
+        panda.get_config("quick"),
+        "train.num_steps=300",
+        "train.batch_contexts=32",
+        "model.num_components=4",
+        "model.initial_components=4",
+        *overrides,
     )
-    return c
 
 
 def test_planar_arm_trains_with_the_full_projection():

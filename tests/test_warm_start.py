@@ -9,30 +9,29 @@ import pytest
 from avips_jax import config as config_lib
 from avips_jax import fit, gmm
 from avips_jax.baselines import valid_pairs
-from experiments.configs import panda
+from experiments.configs import common, panda
 from tests.test_train import _small_config
 
 
-def _tiny_panda(**overrides):
+def _tiny_panda(*overrides):
     c = panda.get_config("quick")
-    c.model.num_components = 3
-    c.model.initial_components = 3
-    c.model.component_hidden = (32, 32)
-    c.model.gate_hidden = (16,)
-    c.train.batch_contexts = 16
-    c.train.num_steps = 60
-    c.train.warm_start_steps = 40
-    c.train.warm_start_pairs = 128
-    c.train.log_every = 10
-    c.components.add = False
-    c.components.remove = False
-    for key, value in overrides.items():
-        *path, last = key.split(".")
-        node = c
-        for name in path:
-            node = node[name]
-        node[last] = value
-    return c
+    return common.apply_overrides(
+        c,
+        (
+            "model.num_components=3",
+            "model.initial_components=3",
+            "model.component_hidden=(32, 32)",
+            "model.gate_hidden=(16,)",
+            "train.batch_contexts=16",
+            "train.num_steps=60",
+            "train.warm_start_steps=40",
+            "train.warm_start_pairs=128",
+            "train.log_every=10",
+            "components.add=False",
+            "components.remove=False",
+            *overrides,
+        ),
+    )
 
 
 def test_warm_start_fits_valid_pairs_then_hands_over_to_vips():
@@ -61,9 +60,9 @@ def test_warm_start_fits_valid_pairs_then_hands_over_to_vips():
 
 def test_warm_start_settings_are_checked():
     with pytest.raises(ValueError, match="warm_start_steps"):
-        config_lib.validate_config(_tiny_panda(**{"train.warm_start_steps": 60}))
+        config_lib.validate_config(_tiny_panda("train.warm_start_steps=60"))
     with pytest.raises(ValueError, match="warm_start_pairs"):
-        config_lib.validate_config(_tiny_panda(**{"train.warm_start_pairs": 0}))
+        config_lib.validate_config(_tiny_panda("train.warm_start_pairs=0"))
     # A target without contexts_from_joints (a toy GMM) cannot make pairs: named error.
     toy = _small_config(**{"train.warm_start_steps": 2})
     with pytest.raises(ValueError, match="contexts_from_joints"):
