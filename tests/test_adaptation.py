@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from avips_jax import adaptation, components, fit, networks
 from tests.test_train import _small_config
@@ -47,6 +48,7 @@ def test_reset_slot_moments_zeroes_exactly_the_slots_entries():
     _check_reset(opt_state, reset, state.params, 2)
 
 
+@pytest.mark.slow
 def test_add_step_resets_the_new_slots_moments_only_when_asked():
     for reset_optimizer in (True, False):
         config = _small_config(

@@ -23,7 +23,7 @@ def _tiny_panda(*overrides):
             "model.component_hidden=(32, 32)",
             "model.gate_hidden=(16,)",
             "train.batch_contexts=16",
-            "train.num_steps=60",
+            "train.num_steps=45",
             "train.warm_start_steps=40",
             "train.warm_start_pairs=128",
             "train.log_every=10",
