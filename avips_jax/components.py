@@ -134,9 +134,7 @@ def update_removal(
         raise ValueError(f"patience must be >= 1, got {patience}.")
     low = removal_candidates(weights, state.active, threshold)
     grace = in_grace(state)  # newborns age by one check and are never removed
-    count = jnp.where(
-        grace, state.low_weight_count + 1, jnp.where(low, state.low_weight_count + 1, 0)
-    )
+    count = jnp.where(grace | low, state.low_weight_count + 1, 0)
     remove = (count >= patience) & ~grace
     avg = jnp.mean(weights, axis=0)
     best = jnp.argmax(jnp.where(state.active, avg, -jnp.inf))

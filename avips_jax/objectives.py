@@ -96,10 +96,12 @@ def project_mixture(
         means, chols = projection.project_gaussian(
             pred.means, pred_chols, old.means, old.chols, eps_mean[None, :], eps_cov[None, :]
         )
-        if stop:  # the projection is the identity where the bound is inactive: keep that path
-            old_chol = jax.lax.stop_gradient(old.chols)
-            cov_active = projection.cov_kl_part(pred_chols, old_chol) > eps_cov[None, :]
-            chols = jnp.where(cov_active[..., None, None], chols, jnp.tril(pred.chols))
+        if stop:
+            # Where the bound is inactive project_cov returns the (lower-triangular) prediction
+            # itself, exactly: keep the identity's gradient there, without a second KL test.
+            tril = jnp.tril(pred.chols)
+            inactive = jnp.all(chols == jax.lax.stop_gradient(tril), axis=(-2, -1))
+            chols = jnp.where(inactive[..., None, None], tril, chols)
     logits = pred.logits
     if eps_weights is not None:
         logits = projection.project_categorical(logits, old.logits, eps_weights, mask=active)
