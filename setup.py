@@ -29,6 +29,7 @@ EXTRAS_REQUIRE = {
     "dev": [
         "pytest>=8",
         "pytest-timeout>=2.3",
+        "pytest-xdist>=3.6",  # scripts/test.sh runs the suite on every core (2 in CI)
         "pin>=3.7",  # pinocchio: the reference FK / CoM in tests and benchmarks.
         "yourdfpy>=0.0.56",  # second, independent URDF FK reference.
         "ruff>=0.6",

@@ -64,6 +64,12 @@ def default_config() -> ml_collections.ConfigDict:
     # spread-out model. 0 (pure reverse-KL VIPS from the start) disables it.
     c.train.warm_start_steps = 0
     c.train.warm_start_pairs = 256
+    # Target annealing (tempering): for the first `anneal_steps` steps the VIPS objective sees
+    # beta * log p(x | c) with beta rising log-linearly from `anneal_start` to 1 (train.
+    # target_beta), so that the components spread over the wide tempered target before it
+    # narrows to the real one. Still reverse-KL VIPS, against a tempered target early on. 0: off.
+    c.train.anneal_steps = 0
+    c.train.anneal_start = 0.01
     c.train.grad_clip = 1.0  # global gradient-norm clip (0 disables)
     c.train.log_every = 100
     c.train.log_samples = 32  # samples per context for the logged entropy / position error
@@ -148,6 +154,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.eval.num_targets = 1000  # test contexts (the IKFlow protocol)
     c.eval.samples_per_target = 250
     c.eval.seed = 1234  # test-set seed, independent of the training seed
+    # Coverage of the IK solution set (ik_evaluation.coverage_metrics): the first this-many test
+    # targets, each with a reference set from this-many uniform joint vectors refined by LM.
+    c.eval.coverage_targets = 50
+    c.eval.coverage_reference = 1000
     return c
 
 
@@ -211,6 +221,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         )
     if t.warm_start_steps and t.warm_start_pairs < 1:
         raise ValueError(f"train.warm_start_pairs must be >= 1, got {t.warm_start_pairs}.")
+    if t.anneal_steps < 0 or t.anneal_steps > t.num_steps:
+        raise ValueError(
+            f"train.anneal_steps must be in [0, train.num_steps={t.num_steps}], got "
+            f"{t.anneal_steps}."
+        )
+    if t.anneal_steps and not 0.0 < t.anneal_start <= 1.0:
+        raise ValueError(f"train.anneal_start must be in (0, 1], got {t.anneal_start}.")
     if not 0.0 <= t.uniform_component_share <= 1.0:
         raise ValueError(
             f"train.uniform_component_share must be in [0, 1], got {t.uniform_component_share}."
@@ -237,6 +254,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     cc = config.components
     if cc.check_every < 1 or cc.add_every < 1:
         raise ValueError("components.check_every and components.add_every must be >= 1.")
-    for name in ("num_targets", "samples_per_target"):
+    for name in ("num_targets", "samples_per_target", "coverage_reference"):
         if config.eval[name] < 1:
             raise ValueError(f"eval.{name} must be >= 1, got {config.eval[name]}.")
+    if config.eval.coverage_targets < 0:
+        raise ValueError(
+            f"eval.coverage_targets must be >= 0 (0: no coverage), got "
+            f"{config.eval.coverage_targets}."
+        )

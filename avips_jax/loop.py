@@ -165,13 +165,17 @@ def make_model_diagnostics(config: ml_collections.ConfigDict, model_fn, target: 
 def avips_log_scalars(
     config: ml_collections.ConfigDict, module: networks.ConditionalGMM, target: targets.Target
 ) -> LogScalars:
-    """The aVIPS model's scalars of a log step: `make_diagnostics`, the trust-region bounds
-    ("eps_mean_mean", ..., "eps_cov_max" over the active slots) and "num_active"."""
+    """The aVIPS model's scalars of a log step: `make_diagnostics` (against the untempered
+    target), the trust-region bounds ("eps_mean_mean", ..., "eps_cov_max" over the active
+    slots), "num_active" and, while the target is annealed, "target_beta"."""
     diagnostics = make_diagnostics(config, module, target)
+    anneal = (config.train.anneal_steps, config.train.anneal_start)
 
     def log_scalars(state, contexts, key):
         out = _scalars(diagnostics(state, contexts, key)) | _trust_region_scalars(state)
         out["num_active"] = int(jnp.sum(state.active))
+        if anneal[0] > 0:
+            out["target_beta"] = float(train.target_beta(state.step, *anneal))
         return out
 
     return log_scalars

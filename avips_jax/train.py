@@ -9,6 +9,8 @@ One step on a batch of contexts c (B, d_c):
   params <- Adam step; old_params <- the parameters before the step (every step, or every
             `projection.hold_old_steps` steps: "old" then stays fixed for a block of steps)
   trust regions grow for slots whose objective J_k improved, shrink otherwise.
+With `train.anneal_steps` > 0 the objective first sees the tempered target beta * log p
+(`target_beta`: beta from `train.anneal_start` up to 1); the logged ELBO is then the tempered one.
 A step whose loss, gradients or target values are not finite is skipped (parameters, optimiser and
 trust regions unchanged) and counted in `num_skipped`; a non-finite context is reported in the
 metrics so that the loop can stop with a clear error.
@@ -155,11 +157,23 @@ def create_train_state(
     )
 
 
+def target_beta(step: chex.Array, anneal_steps: int, anneal_start: float) -> chex.Array:
+    """The target's tempering exponent at `step`: anneal_start ** (1 - step / anneal_steps)
+    (log-linear from anneal_start at step 0 to 1 at anneal_steps), 1 from then on and when
+    anneal_steps is 0. Scalar float32."""
+    if anneal_steps <= 0:
+        return jnp.ones((), jnp.float32)
+    progress = jnp.minimum(jnp.asarray(step, jnp.float32) / anneal_steps, 1.0)
+    return jnp.asarray(anneal_start, jnp.float32) ** (1.0 - progress)
+
+
 def make_loss_fn(
     config: ml_collections.ConfigDict, module: networks.ConditionalGMM, target: Target
 ) -> Callable:
-    """loss(params, slots, old, active, trust_region, contexts, key) -> (loss, (LossAux, paired)).
+    """loss(params, slots, old, active, trust_region, contexts, key, beta=1) -> (loss, (LossAux,
+    paired)).
 
+    `beta` () tempers the target: the objective sees beta * log p(x | c) (`target_beta`).
     `paired` is None, or (J_new, J_old) (K,) each: the per-slot objective of the projected model
     and of the old model on the same contexts and noise (`trust_region.paired`).
     """
@@ -167,11 +181,11 @@ def make_loss_fn(
     eps_weights = p.eps_weights if p.enabled and p.eps_weights > 0 else None
     paired_tr = p.enabled and config.trust_region.adaptive and config.trust_region.paired
 
-    def loss_fn(params, slots, old, active, tr, contexts, key):
+    def loss_fn(params, slots, old, active, tr, contexts, key, beta=1.0):
         pred = module.apply({"params": params, networks.SLOTS: slots}, contexts)
         if config.method == "vanilla_gmm":
             x, eps = gmm.sample_components_and_noise(pred, key, t.samples_per_component)
-            log_p = target.log_prob(x, contexts[None, :, None, :])
+            log_p = beta * target.log_prob(x, contexts[None, :, None, :])
             own = gmm.own_sample_log_prob(pred.chols, eps)
             loss, aux = objectives.vanilla_elbo_loss(pred, active, x, log_p, own)
             return loss, (aux, None)
@@ -182,7 +196,7 @@ def make_loss_fn(
                 pred, old, active, tr.eps_mean, eps_cov, eps_weights, p.covariance_gradient
             )
         x, eps = gmm.sample_components_and_noise(proj, key, t.samples_per_component)
-        log_p = target.log_prob(x, contexts[None, :, None, :])
+        log_p = beta * target.log_prob(x, contexts[None, :, None, :])
         own = gmm.own_sample_log_prob(proj.chols, eps)
         loss, aux = objectives.vips_loss(
             proj,
@@ -201,7 +215,7 @@ def make_loss_fn(
         if paired_tr:
             # The old model on the same contexts with the same noise (common random numbers).
             x_old = gmm.sample_components(old, key, t.samples_per_component)  # the same eps
-            log_p_old = target.log_prob(x_old, contexts[None, :, None, :])
+            log_p_old = beta * target.log_prob(x_old, contexts[None, :, None, :])
             own_old = gmm.own_sample_log_prob(old.chols, eps)
             paired = (
                 objectives.own_sample_objective(proj, active, x, log_p, own),
@@ -320,14 +334,23 @@ def make_vips_step(
     adaptive = config.trust_region.adaptive and config.projection.enabled
     hold_old = config.projection.hold_old_steps
     grace = config.components.add and config.components.grace_steps > 0
+    anneal = (config.train.anneal_steps, config.train.anneal_start)
 
     def train_step(state: TrainState, contexts: chex.Array) -> tuple[TrainState, Metrics]:
         key, sample_key = jax.random.split(state.key)
         old_vars = {"params": state.old_params, networks.SLOTS: state.slots}
         old = jax.lax.stop_gradient(module.apply(old_vars, contexts))
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+        beta = target_beta(state.step, *anneal)
         (loss, (aux, paired)), grads = grad_fn(
-            state.params, state.slots, old, state.active, state.trust_region, contexts, sample_key
+            state.params,
+            state.slots,
+            old,
+            state.active,
+            state.trust_region,
+            contexts,
+            sample_key,
+            beta,
         )
         contexts_ok = jnp.all(jnp.isfinite(contexts))
         ok = (
@@ -383,6 +406,8 @@ def make_vips_step(
             "eps_cov": new_state.trust_region.eps_cov,
             "mean_weights": jnp.mean(weights, axis=0),
         }
+        if anneal[0] > 0:
+            metrics["target_beta"] = beta
         return new_state, metrics
 
     return jax.jit(train_step)

@@ -43,13 +43,18 @@ PLOTS_DIR = "plots"
 
 
 def eval_settings(config, num_targets=None, samples_per_target=None, seed=None) -> dict:
-    """The run config's `eval` section with the given overrides; ValueError if not >= 1."""
+    """The run config's `eval` section with the given overrides; ValueError if not >= 1.
+
+    Keys: num_targets, samples_per_target, seed, coverage_targets, coverage_reference.
+    """
     settings = {
         "num_targets": config.eval.num_targets if num_targets is None else num_targets,
         "samples_per_target": (
             config.eval.samples_per_target if samples_per_target is None else samples_per_target
         ),
         "seed": config.eval.seed if seed is None else seed,
+        "coverage_targets": config.eval.coverage_targets,
+        "coverage_reference": config.eval.coverage_reference,
     }
     for name in ("num_targets", "samples_per_target"):
         if settings[name] < 1:
@@ -172,6 +177,8 @@ def evaluate_run(
         key,
         samples_per_target=settings["samples_per_target"],
         refine_fn=refine_fn,
+        coverage_targets=settings["coverage_targets"],
+        coverage_reference=settings["coverage_reference"],
         latency=latency,
         return_solutions=True,
     )

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Sets up .venv, lints, and runs the default (fast) test suite. Extra args go to pytest,
-# e.g. `bash scripts/test.sh -m slow` for the long tests.
+# Sets up .venv, lints, and runs the default (fast) test suite on PYTEST_WORKERS processes
+# (pytest-xdist; default 2, the CI machine's cores). Extra args go to pytest, e.g.
+# `bash scripts/test.sh -m slow` for the long tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
@@ -10,7 +11,7 @@ export MPLBACKEND=Agg
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 set +e
-.venv/bin/python -m pytest "$@"
+.venv/bin/python -m pytest -n "${PYTEST_WORKERS:-2}" "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then

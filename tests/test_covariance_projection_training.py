@@ -34,9 +34,15 @@ def _elbos(config):
 
 
 def _config(config, *overrides):
-    """`config` with small sizes and `overrides` (key=value) applied."""
+    """`config` with small sizes, no component adding / removal / merging (the projection is
+    under test, not the adaptation) and `overrides` (key=value) applied."""
+    fixed_slots = (
+        "components.add=False",
+        "components.remove=False",
+        "components.merge_tolerance=0.0",
+    )
     return common.apply_overrides(
-        config, ("train.log_every=20", "model.component_hidden=(64, 64)", *overrides)
+        config, ("train.log_every=20", "model.component_hidden=(64, 64)", *fixed_slots, *overrides)
     )
 
 

@@ -1,5 +1,7 @@
 """Tests of the aVIPS loss: value, gradients against the thesis formula, weight step, rewards."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -254,6 +256,7 @@ def test_stopped_covariance_gradient_is_zero_where_the_bound_is_active_else_iden
     cov_parts = projection.cov_kl_part(pred.chols, old.chols)
     assert np.all(np.asarray(cov_parts[:, :2]) < 1e-6) and np.all(np.asarray(cov_parts[:, 2:]) > 1)
 
+    @functools.partial(jax.jit, static_argnums=1)
     def projected(chols, mode):
         return objectives.project_mixture(
             pred.replace(chols=chols), old, active, eps_mean, eps_cov, covariance_gradient=mode

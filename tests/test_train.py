@@ -284,3 +284,13 @@ def test_projection_switches_are_checked():
         config_lib.validate_config(_small_config(**{"projection.hold_old_steps": 0}))
     with pytest.raises(ValueError, match="covariance_gradient"):
         config_lib.validate_config(_small_config(**{"projection.covariance_gradient": "none"}))
+
+
+def test_coverage_settings_are_checked():
+    from avips_jax import config as config_lib
+
+    with pytest.raises(ValueError, match="eval.coverage_reference"):
+        config_lib.validate_config(_small_config(**{"eval.coverage_reference": 0}))
+    with pytest.raises(ValueError, match="eval.coverage_targets"):
+        config_lib.validate_config(_small_config(**{"eval.coverage_targets": -1}))
+    config_lib.validate_config(_small_config(**{"eval.coverage_targets": 0}))  # 0: no coverage

@@ -38,6 +38,7 @@ def _config():
     c.eval.num_targets = 3
     c.eval.samples_per_target = 6
     c.eval.seed = 7
+    c.eval.coverage_reference = 64  # the config's N_ref reaches coverage_metrics
     return c
 
 
@@ -84,7 +85,7 @@ def test_evaluate_run_uses_the_fixed_seeded_test_set(run_dir, tmp_path):
     assert a["num_targets"] == 3 and a["test_seed"] == 7  # config.eval defaults
     assert 0 <= a["success_rate_refined"] <= 1 and a["mmd_num_targets"] >= 1
     assert a["mmd"] >= 0 and a["mmd_uniform_baseline"] >= 0
-    assert a["coverage_num_reference"] == 1000 and a["coverage_samples"] == 6
+    assert a["coverage_num_reference"] == 64 and a["coverage_samples"] == 6
     assert a["coverage_num_targets"] <= 3
     # Position contexts: LM never raises the error, so 30 iterations converge at least as often.
     assert 0 <= a["converged_fraction_5it"] <= a["converged_fraction_30it"] <= 1
@@ -125,6 +126,12 @@ def test_table_and_settings_helpers():
     table = evaluate.format_table({"a": 0.123456, "b": 3, "nested": {"x": 1}})
     assert table.splitlines() == ["| metric | value |", "|---|---|", "| a | 0.1235 |", "| b | 3 |"]
     settings = evaluate.eval_settings(_config(), samples_per_target=10)
-    assert settings == {"num_targets": 3, "samples_per_target": 10, "seed": 7}
+    assert settings == {
+        "num_targets": 3,
+        "samples_per_target": 10,
+        "seed": 7,
+        "coverage_targets": 50,
+        "coverage_reference": 64,
+    }
     with pytest.raises(ValueError, match="num_targets"):
         evaluate.eval_settings(_config(), num_targets=-1)
