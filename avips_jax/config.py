@@ -64,11 +64,11 @@ def default_config() -> ml_collections.ConfigDict:
     # spread-out model. 0 (pure reverse-KL VIPS from the start) disables it.
     c.train.warm_start_steps = 0
     c.train.warm_start_pairs = 256
-    # Target annealing (tempering): for the first `anneal_steps` steps the VIPS objective sees
-    # beta * log p(x | c) with beta rising log-linearly from `anneal_start` to 1 (train.
-    # target_beta), so that the components spread over the wide tempered target before it
-    # narrows to the real one. Still reverse-KL VIPS, against a tempered target early on. 0: off.
-    c.train.anneal_steps = 0
+    # Target annealing (tempering): for the first `anneal_fraction` of the steps the objective
+    # sees beta * log p(x | c), beta rising log-linearly from `anneal_start` to 1
+    # (train.target_beta), so that the components spread over the wide tempered target before it
+    # narrows to the real one. Still reverse-KL VI, against a tempered target early on. 0: off.
+    c.train.anneal_fraction = 0.0
     c.train.anneal_start = 0.01
     c.train.grad_clip = 1.0  # global gradient-norm clip (0 disables)
     c.train.log_every = 100
@@ -221,12 +221,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         )
     if t.warm_start_steps and t.warm_start_pairs < 1:
         raise ValueError(f"train.warm_start_pairs must be >= 1, got {t.warm_start_pairs}.")
-    if t.anneal_steps < 0 or t.anneal_steps > t.num_steps:
-        raise ValueError(
-            f"train.anneal_steps must be in [0, train.num_steps={t.num_steps}], got "
-            f"{t.anneal_steps}."
-        )
-    if t.anneal_steps and not 0.0 < t.anneal_start <= 1.0:
+    if not 0.0 <= t.anneal_fraction <= 1.0:
+        raise ValueError(f"train.anneal_fraction must be in [0, 1], got {t.anneal_fraction}.")
+    if t.anneal_fraction and not 0.0 < t.anneal_start <= 1.0:
         raise ValueError(f"train.anneal_start must be in (0, 1], got {t.anneal_start}.")
     if not 0.0 <= t.uniform_component_share <= 1.0:
         raise ValueError(

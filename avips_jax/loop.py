@@ -169,7 +169,7 @@ def avips_log_scalars(
     target), the trust-region bounds ("eps_mean_mean", ..., "eps_cov_max" over the active
     slots), "num_active" and, while the target is annealed, "target_beta"."""
     diagnostics = make_diagnostics(config, module, target)
-    anneal = (config.train.anneal_steps, config.train.anneal_start)
+    anneal = (train.anneal_steps(config), config.train.anneal_start)
 
     def log_scalars(state, contexts, key):
         out = _scalars(diagnostics(state, contexts, key)) | _trust_region_scalars(state)

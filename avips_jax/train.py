@@ -9,7 +9,7 @@ One step on a batch of contexts c (B, d_c):
   params <- Adam step; old_params <- the parameters before the step (every step, or every
             `projection.hold_old_steps` steps: "old" then stays fixed for a block of steps)
   trust regions grow for slots whose objective J_k improved, shrink otherwise.
-With `train.anneal_steps` > 0 the objective first sees the tempered target beta * log p
+With `train.anneal_fraction` > 0 the objective first sees the tempered target beta * log p
 (`target_beta`: beta from `train.anneal_start` up to 1); the logged ELBO is then the tempered one.
 A step whose loss, gradients or target values are not finite is skipped (parameters, optimiser and
 trust regions unchanged) and counted in `num_skipped`; a non-finite context is reported in the
@@ -155,6 +155,12 @@ def create_train_state(
         key=key,
         num_skipped=jnp.zeros((), jnp.int32),
     )
+
+
+def anneal_steps(config: ml_collections.ConfigDict) -> int:
+    """The number of steps over which the target is annealed (0: none)."""
+    t = config.train
+    return int(round(t.anneal_fraction * t.num_steps))
 
 
 def target_beta(step: chex.Array, anneal_steps: int, anneal_start: float) -> chex.Array:
@@ -334,7 +340,7 @@ def make_vips_step(
     adaptive = config.trust_region.adaptive and config.projection.enabled
     hold_old = config.projection.hold_old_steps
     grace = config.components.add and config.components.grace_steps > 0
-    anneal = (config.train.anneal_steps, config.train.anneal_start)
+    anneal = (anneal_steps(config), config.train.anneal_start)
 
     def train_step(state: TrainState, contexts: chex.Array) -> tuple[TrainState, Metrics]:
         key, sample_key = jax.random.split(state.key)

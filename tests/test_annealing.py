@@ -1,4 +1,4 @@
-"""Target annealing (train.anneal_steps): the objective first sees the tempered target
+"""Target annealing (train.anneal_fraction): the objective first sees the tempered target
 beta * log p(x | c), beta rising log-linearly from train.anneal_start to 1."""
 
 import dataclasses
@@ -57,7 +57,10 @@ def test_the_loss_at_beta_is_the_loss_of_the_tempered_target(method):
 
 
 def test_an_annealed_run_logs_beta_and_ends_on_the_real_target():
-    c = _small_config(**{"train.num_steps": 6, "train.anneal_steps": 4, "train.anneal_start": 0.1})
+    c = _small_config(
+        **{"train.num_steps": 6, "train.anneal_fraction": 0.7, "train.anneal_start": 0.1}
+    )
+    assert train.anneal_steps(c) == 4
     result = fit.fit(c, progress=False)
     betas = [row["target_beta"] for row in result.history]
     assert betas[0] == pytest.approx(0.1 ** (1 - 1 / 4), rel=1e-5)  # logged after step 1
@@ -66,9 +69,9 @@ def test_an_annealed_run_logs_beta_and_ends_on_the_real_target():
 
 
 def test_anneal_settings_are_checked():
-    with pytest.raises(ValueError, match="anneal_steps"):
-        config_lib.validate_config(_small_config(**{"train.anneal_steps": 6}))
+    with pytest.raises(ValueError, match="anneal_fraction"):
+        config_lib.validate_config(_small_config(**{"train.anneal_fraction": 1.5}))
     with pytest.raises(ValueError, match="anneal_start"):
         config_lib.validate_config(
-            _small_config(**{"train.anneal_steps": 2, "train.anneal_start": 0.0})
+            _small_config(**{"train.anneal_fraction": 0.5, "train.anneal_start": 0.0})
         )
