@@ -253,6 +253,7 @@ def test_ml_step_on_panda_pose_contexts():
     assert np.all(np.isfinite(np.asarray(model.log_prob(x, ctx))))
 
 
+@pytest.mark.slow  # 150 flow steps on the 34-DOF TALOS (~90 s on 2 busy cores)
 def test_ml_flow_on_talos_learns_from_one_pool_of_standing_postures(monkeypatch):
     """TALOS has no contexts_from_joints: "flow" draws its pairs from `num_valid` standing
     postures, made once at the first step (not at make_trainer or init)."""
