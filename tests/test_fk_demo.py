@@ -50,6 +50,7 @@ def _quat_to_matrix(w, x, y, z):
     )
 
 
+@pytest.mark.slow  # the demo over every robot: ~50 s of compilation
 def test_every_png_is_a_real_picture(demo):
     outdir, text, _ = demo
     names = [*fk_demo.DEMO_ROBOTS, "overview"]
@@ -69,6 +70,7 @@ def test_every_png_is_a_real_picture(demo):
         assert blue.sum() > 100, f"{path}: no chain drawn"
 
 
+@pytest.mark.slow  # the demo over every robot: ~50 s of compilation
 def test_printed_poses_are_the_fk_of_the_saved_configurations(demo):
     outdir, text, results = demo
     saved = json.loads((outdir / "configurations.json").read_text())
@@ -92,6 +94,7 @@ def test_printed_poses_are_the_fk_of_the_saved_configurations(demo):
         np.testing.assert_allclose(_quat_to_matrix(*quat), pose[:3, :3], rtol=0, atol=1e-3)
 
 
+@pytest.mark.slow  # the demo over every robot: ~50 s of compilation
 def test_planar_arm_matches_its_closed_form(demo):
     _, text, results = demo
     (planar,) = [r for r in results if r.name == "planar_10"]
@@ -109,6 +112,7 @@ def test_planar_arm_matches_its_closed_form(demo):
     )
 
 
+@pytest.mark.slow  # the demo over every robot: ~50 s of compilation
 def test_talos_centre_of_mass_line(demo):
     _, text, results = demo
     (talos,) = [r for r in results if r.name == "talos"]

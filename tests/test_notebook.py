@@ -10,6 +10,7 @@ import os
 import pathlib
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -85,6 +86,7 @@ def test_first_code_cell_holds_the_repository_url():
     assert "REPO_URL = " in first and "pip" in first and "git" in first
 
 
+@pytest.mark.slow  # ~90 s; scripts/run_notebook.sh executes it whenever outputs change
 def test_notebook_executes_from_a_clean_kernel():
     nb = _read()
     for cell in _code_cells(nb):  # start from a copy without outputs
