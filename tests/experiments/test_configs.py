@@ -145,3 +145,14 @@ def test_robot_configs_project_means_and_covariances(name):
         c = _module(name).get_config(preset)
         assert c.projection.enabled and c.projection.covariance, preset
         assert c.projection.covariance_gradient == "stop" and c.projection.alpha == 1.0, preset
+
+
+@pytest.mark.parametrize("name", sorted(ROBOT_CONFIGS))
+def test_quick_robot_configs_anneal_the_target_for_avips_and_the_vanilla_gmm(name):
+    """The quick preset anneals (measured there); precise / full do not (not measured)."""
+    for method in ("avips", "vanilla_gmm"):
+        c = _module(name).get_config(f"quick,{method}")
+        assert c.train.anneal_fraction == 0.8 and c.train.anneal_start == 0.01, method
+        validate_config(c)
+    for preset in set(common.PRESETS) - {"quick"}:
+        assert _module(name).get_config(preset).train.anneal_fraction == 0.0, preset
