@@ -165,9 +165,10 @@ def make_model_diagnostics(config: ml_collections.ConfigDict, model_fn, target: 
 def avips_log_scalars(
     config: ml_collections.ConfigDict, module: networks.ConditionalGMM, target: targets.Target
 ) -> LogScalars:
-    """The aVIPS model's scalars of a log step: `make_diagnostics` (against the untempered
-    target), the trust-region bounds ("eps_mean_mean", ..., "eps_cov_max" over the active
-    slots), "num_active" and, while the target is annealed, "target_beta"."""
+    """The aVIPS model's scalars of a log step: `make_diagnostics`, the trust-region bounds
+    ("eps_mean_mean", ..., "eps_cov_max" over the active slots), "num_active" and, while the
+    target is annealed, "target_beta" (`train.target_beta` at the logged state's step).
+    The step's own "elbo" is against the tempered target while it is annealed."""
     diagnostics = make_diagnostics(config, module, target)
     anneal = (train.anneal_steps(config), config.train.anneal_start)
 

@@ -412,8 +412,6 @@ def make_vips_step(
             "eps_cov": new_state.trust_region.eps_cov,
             "mean_weights": jnp.mean(weights, axis=0),
         }
-        if anneal[0] > 0:
-            metrics["target_beta"] = beta
         return new_state, metrics
 
     return jax.jit(train_step)

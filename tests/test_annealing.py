@@ -10,6 +10,7 @@ import pytest
 
 from avips_jax import config as config_lib
 from avips_jax import fit, train
+from experiments.configs import common
 from tests.test_train import _small_config
 
 
@@ -38,11 +39,9 @@ class _Scaled:
 
 @pytest.mark.parametrize("method", ["avips", "vanilla_gmm"])
 def test_the_loss_at_beta_is_the_loss_of_the_tempered_target(method):
-    c = _small_config(**{"method": method} if method != "avips" else {})
+    c = _small_config()
     if method == "vanilla_gmm":
-        c.projection.enabled = False
-        c.trust_region.adaptive = False
-        c.sir.enabled = False
+        c = common.as_vanilla_gmm(c)
     target, module, _, state, _ = fit.build(c)
     contexts = target.sample_contexts(jax.random.PRNGKey(0), 8)
     old = module.apply(state.variables, contexts)
