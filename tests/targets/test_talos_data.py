@@ -13,11 +13,19 @@ def target():
     return targets.make_target("talos")
 
 
-def test_optimised_postures_stand_and_reach_spread_contexts(target):
-    key = jax.random.PRNGKey(3)
-    x0 = jax.random.uniform(key, (32, target.dim), minval=target.lower, maxval=target.upper)
-    x, ok = talos_data.valid_postures(target, key, 32, steps=600)
-    assert x.shape == (32, 34) and ok.shape == (32,)
+KEY = jax.random.PRNGKey(5)
+
+
+@pytest.fixture(scope="module")
+def reaching(target):
+    """64 postures optimised to stand and reach (one compilation shared by two tests)."""
+    return talos_data.valid_postures(target, KEY, 64, steps=600)
+
+
+def test_optimised_postures_stand_and_reach_spread_contexts(target, reaching):
+    x0 = jax.random.uniform(KEY, (64, target.dim), minval=target.lower, maxval=target.upper)
+    x, ok = reaching
+    assert x.shape == (64, 34) and ok.shape == (64,)
     # Uniform postures fail the checks; optimised ones mostly pass, with far better stance terms.
     assert np.mean(np.asarray(talos_data.stance_checks(target, x0))) < 0.1
     assert np.mean(np.asarray(ok)) >= 0.5
@@ -31,18 +39,18 @@ def test_optimised_postures_stand_and_reach_spread_contexts(target):
     assert np.all(np.std(np.asarray(target.gripper_position(x[ok])), axis=0) > 0.05)
 
 
-def test_reaching_postures_cover_the_test_contexts_and_stance_only_ones_do_not(target):
-    key = jax.random.PRNGKey(5)
+def test_reaching_postures_cover_the_test_contexts_and_stance_only_ones_do_not(target, reaching):
     prior = np.asarray(target.sample_contexts(jax.random.PRNGKey(6), 4096))
 
-    def reached_mean_gap(reach):
-        x, ok = talos_data.valid_postures(target, key, 64, steps=600, reach=reach)
+    def reached_mean_gap(postures):
+        x, ok = postures
         reached = np.asarray(target.gripper_position(x))[np.asarray(ok)]
         return np.abs(reached.mean(0) - prior.mean(0))
 
-    assert np.all(reached_mean_gap(True) < 0.15)
+    assert np.all(reached_mean_gap(reaching) < 0.15)
     # Stance-only postures hold the gripper ~0.6 m above the prior's mean height.
-    assert reached_mean_gap(False)[2] > 0.3
+    stance_only = talos_data.valid_postures(target, KEY, 64, steps=600, reach=False)
+    assert reached_mean_gap(stance_only)[2] > 0.3
 
 
 def test_gripper_position_is_what_position_error_measures(target):
