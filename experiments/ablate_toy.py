@@ -6,6 +6,10 @@ held-out ELBO and mode coverage. Writes a markdown table.
 
     python -m experiments.ablate_toy --out=results/ablation_toy.md
     python -m experiments.ablate_toy --steps_scale=0.05 --out=/tmp/a.md   # smoke run
+    python -m experiments.ablate_toy --targets=planar --seeds=0,1,2 \
+        --variants="full aVIPS,means-only projection" --out=/tmp/planar_seeds.md
+
+With several seeds the table has one row per seed and a second table of the medians.
 """
 
 import dataclasses
@@ -26,28 +30,34 @@ from experiments.configs import toy as toy_configs
 _TARGETS = flags.DEFINE_list("targets", ["moving_gmm", "planar"], "Targets to ablate.")
 _SCALE = flags.DEFINE_float("steps_scale", 1.0, "Multiplies each config's num_steps.")
 _OUT = flags.DEFINE_string("out", "results/ablation_toy.md", "Markdown file to write.")
-_SEED = flags.DEFINE_integer("seed", 0, "Training seed.")
+_SEEDS = flags.DEFINE_list("seeds", ["0"], "Training seeds (one row per seed, then medians).")
+_VARIANTS = flags.DEFINE_list("variants", None, "Variant names to run (default: all).")
 _CONTEXTS = flags.DEFINE_integer("eval_contexts", 32, "Held-out contexts.")
 
-# (name, config field, value): each row switches one technique off (or, for the covariance
-# projection, flips the target config's choice: the planar config projects means only).
+# (name, overrides): each row switches one technique off, or flips how the covariance is
+# projected (both targets' configs project it with the stop gradient and alpha = 1).
 VARIANTS = (
-    ("full aVIPS", None, None),
-    ("no projection", "projection.enabled", False),
-    ("means-only projection", "projection.covariance", False),
-    ("with covariance projection", "projection.covariance", True),
-    ("unpaired trust-region test", "trust_region.paired", False),
-    ("no adaptive trust region", "trust_region.adaptive", False),
-    ("no SIR", "sir.enabled", False),
-    ("no adding", "components.add", False),
-    ("no removal", "components.remove", False),
+    ("full aVIPS", {}),
+    ("no projection", {"projection.enabled": False}),
+    ("means-only projection", {"projection.covariance": False}),
+    (
+        "exact covariance gradient, alpha 10",
+        {"projection.covariance_gradient": "implicit", "projection.alpha": 10.0},
+    ),
+    ("unpaired trust-region test", {"trust_region.paired": False}),
+    ("no adaptive trust region", {"trust_region.adaptive": False}),
+    ("no SIR", {"sir.enabled": False}),
+    ("no adding", {"components.add": False}),
+    ("no removal", {"components.remove": False}),
 )
+VARIANT_NAMES = tuple(name for name, _ in VARIANTS)
 
 
 @dataclasses.dataclass
 class Row:
     target: str
     variant: str
+    seed: int
     elbo: float
     coverage: str
     extra: str
@@ -92,23 +102,31 @@ def _evaluate(res: fit.FitResult, contexts) -> tuple[float, str, str, float]:
     return elbo, coverage, extra, heavy
 
 
-def run(targets, steps_scale: float, seed: int, n_contexts: int) -> list[Row]:
+def run(targets, steps_scale: float, seeds, n_contexts: int, variants=VARIANT_NAMES) -> list[Row]:
+    unknown = sorted(set(variants) - set(VARIANT_NAMES))
+    if unknown:
+        raise ValueError(f"unknown variants {unknown}; choose from {list(VARIANT_NAMES)}")
     rows = []
     for target_name in targets:
-        for variant, field, value in VARIANTS:
-            config = _config(target_name)
-            config.seed = seed
-            config.train.num_steps = max(int(config.train.num_steps * steps_scale), 10)
-            if field is not None:
-                _set(config, field, value)
-            start = time.perf_counter()
-            res = fit.fit(config, progress=False)
-            seconds = time.perf_counter() - start
-            contexts = evaluation.sample_key_contexts(res.target, seed, n_contexts)
-            elbo, coverage, extra, heavy = _evaluate(res, contexts)
-            active = int(jnp.sum(res.state.active))
-            rows.append(Row(target_name, variant, elbo, coverage, extra, active, heavy, seconds))
-            print(rows[-1], flush=True)
+        for variant, overrides in VARIANTS:
+            if variant not in variants:
+                continue
+            for seed in seeds:
+                config = _config(target_name)
+                config.seed = seed
+                config.train.num_steps = max(int(config.train.num_steps * steps_scale), 10)
+                for field, value in overrides.items():
+                    _set(config, field, value)
+                start = time.perf_counter()
+                res = fit.fit(config, progress=False)
+                seconds = time.perf_counter() - start
+                # The held-out contexts are the same for every seed (evaluation seed 0).
+                contexts = evaluation.sample_key_contexts(res.target, 0, n_contexts)
+                elbo, coverage, extra, heavy = _evaluate(res, contexts)
+                active = int(jnp.sum(res.state.active))
+                row = Row(target_name, variant, seed, elbo, coverage, extra, active, heavy, seconds)
+                rows.append(row)
+                print(row, flush=True)
     return rows
 
 
@@ -125,20 +143,32 @@ def to_markdown(rows: list[Row], argv: list[str]) -> str:
         ">= 1% within 0.1 std of the mode. Planar: distinct solutions among the component means "
         "(end effector within 3 sigma of the goal, first joints >= 0.4 rad apart).",
         "",
-        "| target | variant | ELBO | coverage | other | active slots | comps >= 1% / context "
-        "| train s |",
-        "|---|---|---:|---|---|---:|---:|---:|",
+        "| target | variant | seed | ELBO | coverage | other | active slots "
+        "| comps >= 1% / context | train s |",
+        "|---|---|---:|---:|---|---|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r.target} | {r.variant} | {r.elbo:.4g} | {r.coverage} | {r.extra} | {r.active} "
-            f"| {r.heavy:.2f} | {r.seconds:.0f} |"
+            f"| {r.target} | {r.variant} | {r.seed} | {r.elbo:.4g} | {r.coverage} | {r.extra} "
+            f"| {r.active} | {r.heavy:.2f} | {r.seconds:.0f} |"
         )
+    if len({r.seed for r in rows}) > 1:
+        lines += ["", "Medians over the seeds:", "", "| target | variant | ELBO (per seed) |"]
+        lines.append("|---|---|---|")
+        groups: dict[tuple[str, str], list[Row]] = {}
+        for r in rows:
+            groups.setdefault((r.target, r.variant), []).append(r)
+        for (target, variant), group in groups.items():
+            per_seed = ", ".join(f"{r.elbo:.4g}" for r in group)
+            median = float(np.median([r.elbo for r in group]))
+            lines.append(f"| {target} | {variant} | {median:.4g} ({per_seed}) |")
     return "\n".join(lines) + "\n"
 
 
 def main(argv):
-    rows = run(_TARGETS.value, _SCALE.value, _SEED.value, _CONTEXTS.value)
+    seeds = [int(s) for s in _SEEDS.value]
+    variants = tuple(_VARIANTS.value) if _VARIANTS.value else VARIANT_NAMES
+    rows = run(_TARGETS.value, _SCALE.value, seeds, _CONTEXTS.value, variants)
     text = to_markdown(rows, sys.argv)
     path = pathlib.Path(_OUT.value)
     path.parent.mkdir(parents=True, exist_ok=True)
