@@ -19,8 +19,8 @@ CONFIGS = {
 }
 
 
-def time_train_step(config, steps: int = 30) -> tuple[float, float]:
-    """(compile s, median s per step) of the jitted train step on fresh contexts each step."""
+def step_times(config, steps: int = 30) -> tuple[float, list[float]]:
+    """(compile s, the s of each of `steps` jitted train steps) on fresh contexts each step."""
     target, _, _, state, step_fn = fit.build(config)
     batch = config.train.batch_contexts
     contexts = [target.sample_contexts(jax.random.PRNGKey(i), batch) for i in range(steps + 1)]
@@ -34,6 +34,12 @@ def time_train_step(config, steps: int = 30) -> tuple[float, float]:
         state, metrics = step_fn(state, c)
         jax.block_until_ready(metrics["loss"])
         times.append(time.perf_counter() - start)
+    return compile_s, times
+
+
+def time_train_step(config, steps: int = 30) -> tuple[float, float]:
+    """(compile s, median s per step) of the jitted train step on fresh contexts each step."""
+    compile_s, times = step_times(config, steps)
     return compile_s, statistics.median(times)
 
 
