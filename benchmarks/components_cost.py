@@ -3,7 +3,9 @@ r"""Train-step time of the Panda quick preset against K_max: aVIPS and the vanil
 More components per context cost step time: every network head, projection and target
 evaluation grows with K, and the mixture density of every sample under every component with K².
 This benchmark times the jitted train step (after compilation, fresh contexts each step) at each
-K_max for both methods in one run, so the ratios compare like with like on the same machine.
+K_max for both methods in one run, so the ratios compare like with like on the same machine, and
+then, at the first K_max, aVIPS with its parts switched off in turn (`BREAKDOWN`): what each part
+of the method costs.
 
     python -m benchmarks.components_cost       # writes benchmarks/results/components_cost.md
     python -m benchmarks.components_cost --num_components=8,16 --steps=10 --out=/tmp/k.md
@@ -23,8 +25,20 @@ from experiments.configs import common, panda
 _K = flags.DEFINE_list("num_components", ["8", "16", "32"], "K_max values (all slots active).")
 _METHODS = flags.DEFINE_list("methods", ["avips", "vanilla_gmm"], "Methods (configs/common.py).")
 _STEPS = flags.DEFINE_integer("steps", 30, "Timed steps per row (the median is reported).")
+_BREAKDOWN = flags.DEFINE_bool("breakdown", True, "Also time aVIPS with parts switched off.")
 _OUT = flags.DEFINE_string(
     "out", "benchmarks/results/components_cost.md", "Markdown file to write ('' for none)."
+)
+
+
+# (row name, overrides of the aVIPS config): each switches one more part off than the row above.
+BREAKDOWN = (
+    ("aVIPS (preset)", {}),
+    ("fixed bounds (no paired improvement test)", {"trust_region.adaptive": False}),
+    ("... and the means projected only", {"projection.covariance": False}),
+    ("... and no regression (alpha 0)", {"projection.alpha": 0.0}),
+    ("no projection at all", {"projection.enabled": False}),
+    ("... and no SIR reward estimate", {"sir.enabled": False}),
 )
 
 
@@ -65,6 +79,25 @@ def table_lines(ks: list[int], methods: list[str], steps: int) -> list[str]:
     return lines
 
 
+def breakdown_lines(num_components: int, steps: int) -> list[str]:
+    """Markdown rows: aVIPS with the `BREAKDOWN` overrides applied cumulatively (best ms per
+    step, and the ms that the last switch saved)."""
+    lines = [
+        f"| aVIPS at K_max {num_components} | best ms / step | saved by this switch (ms) |",
+        "|---|---:|---:|",
+    ]
+    config = panda_config("avips", num_components)
+    previous = None
+    for name, overrides in BREAKDOWN:
+        common.apply_overrides(config, [f"{key}={value}" for key, value in overrides.items()])
+        best = min(train_step.step_times(config, steps)[1])
+        saved = "" if previous is None else f"{1e3 * (previous - best):.1f}"
+        lines.append(f"| {name} | {1e3 * best:.1f} | {saved} |")
+        print(lines[-1], flush=True)
+        previous = best
+    return lines
+
+
 def main(argv):
     del argv
     ks = [int(k) for k in _K.value]
@@ -72,6 +105,8 @@ def main(argv):
     if "vanilla_gmm" in methods:  # timed first at each K, so that aVIPS rows get their ratio
         methods = ["vanilla_gmm"] + [m for m in methods if m != "vanilla_gmm"]
     rows = table_lines(ks, methods, _STEPS.value)
+    if _BREAKDOWN.value:
+        rows += ["", *breakdown_lines(ks[0], _STEPS.value)]
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     text = "\n".join(
         [
