@@ -39,11 +39,11 @@ def get_config(spec: str = "10") -> ml_collections.ConfigDict:
     c.projection.eps_cov = 0.01
     # The full projection as in the IK configs: no gradient into the predicted covariance where
     # its bound is active and the regression at alpha = 1 (with exact gradients and alpha = 10
-    # training blew up: ELBO -1.1e4 after 3000 steps). It is stable but costs a little here:
-    # 3000 steps, seeds 0-2 (`planar_projection_seeds.py` in no file: see results/ablation_toy.md
-    # for the one-seed table), held-out ELBO -17.39 / -15.64 / -16.78 vs -17.00 / -15.15 / -15.97
-    # with the means projected only, 0.94 vs 1.00 solution clusters per goal (medians). Target
-    # annealing (train.anneal_fraction 0.8 from 0.01) broke it (seed 0: -129; means only -16.2).
+    # training blew up: ELBO -1.1e4 after 3000 steps, results/ablation_toy.md). 3000 steps,
+    # seeds 0-2 (results/ablation_planar_seeds.md): held-out ELBO -17.39 / -15.64 / -16.78; with
+    # the means projected only (alpha 1) seeds 1 and 2 broke (-135, -129; seed 0 -15.38). Target
+    # annealing as in the quick IK preset broke it too (seed 0: -129; `python -m
+    # experiments.ablate_toy --targets=planar --variants="with target annealing"`): not used here.
     c.projection.covariance = True
     c.projection.covariance_gradient = "stop"
     c.projection.alpha = 1.0
