@@ -22,13 +22,7 @@ from benchmarks import train_step
 from experiments import compare_report
 from experiments.configs import common, panda
 
-_K = flags.DEFINE_list("num_components", ["8", "16", "32"], "K_max values (all slots active).")
-_METHODS = flags.DEFINE_list("methods", ["avips", "vanilla_gmm"], "Methods (configs/common.py).")
-_STEPS = flags.DEFINE_integer("steps", 30, "Timed steps per row (the median is reported).")
-_BREAKDOWN = flags.DEFINE_bool("breakdown", True, "Also time aVIPS with parts switched off.")
-_OUT = flags.DEFINE_string(
-    "out", "benchmarks/results/components_cost.md", "Markdown file to write ('' for none)."
-)
+FLAGS = flags.FLAGS
 
 
 # (row name, overrides of the aVIPS config): each switches one more part off than the row above.
@@ -98,15 +92,33 @@ def breakdown_lines(num_components: int, steps: int) -> list[str]:
     return lines
 
 
+def define_flags() -> None:
+    """The command-line flags (defined only when run as a script, so that importing this module
+    next to other absl programs, as the tests do, cannot clash over flag names)."""
+    flags.DEFINE_list("num_components", ["8", "16", "32"], "K_max values (all slots active).")
+    flags.DEFINE_list("methods", ["avips", "vanilla_gmm"], "Methods (configs/common.py).")
+    flags.DEFINE_integer("steps", 30, "Timed steps per row (the best and the median reported).")
+    flags.DEFINE_bool("breakdown", True, "Also time aVIPS with parts switched off.")
+    flags.DEFINE_string(
+        "out", "benchmarks/results/components_cost.md", "Markdown file to write ('' for none)."
+    )
+
+
 def main(argv):
     del argv
-    ks = [int(k) for k in _K.value]
-    methods = list(_METHODS.value)
+    try:
+        ks = [int(k) for k in FLAGS.num_components]
+    except ValueError:
+        given = FLAGS.num_components
+        raise app.UsageError(f"--num_components must be integers, got {given}") from None
+    if not ks or min(ks) < 1:
+        raise app.UsageError(f"--num_components must be integers >= 1, got {ks}")
+    methods = list(FLAGS.methods)
     if "vanilla_gmm" in methods:  # timed first at each K, so that aVIPS rows get their ratio
         methods = ["vanilla_gmm"] + [m for m in methods if m != "vanilla_gmm"]
-    rows = table_lines(ks, methods, _STEPS.value)
-    if _BREAKDOWN.value:
-        rows += ["", *breakdown_lines(ks[0], _STEPS.value)]
+    rows = table_lines(ks, methods, FLAGS.steps)
+    if FLAGS.breakdown:
+        rows += ["", *breakdown_lines(ks[0], FLAGS.steps)]
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     text = "\n".join(
         [
@@ -117,7 +129,7 @@ def main(argv):
             "",
             f"- Hardware: {compare_report.hardware()}.",
             "- Batch 64 contexts x 4 samples per component; all K_max slots active; the best and "
-            f"the median of {_STEPS.value} jitted steps after the compiling one. The ratios use "
+            f"the median of {FLAGS.steps} jitted steps after the compiling one. The ratios use "
             "the best times: on a machine shared with other jobs the best step is the least "
             "disturbed one. Compare ratios within this file, not across files.",
             "",
@@ -126,10 +138,11 @@ def main(argv):
         ]
     )
     print(text)
-    if _OUT.value:
-        pathlib.Path(_OUT.value).parent.mkdir(parents=True, exist_ok=True)
-        pathlib.Path(_OUT.value).write_text(text)
+    if FLAGS.out:
+        pathlib.Path(FLAGS.out).parent.mkdir(parents=True, exist_ok=True)
+        pathlib.Path(FLAGS.out).write_text(text)
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
