@@ -25,6 +25,7 @@ import numpy as np
 from absl import app, flags
 
 from avips_jax import evaluation, fit, gmm
+from experiments.configs import common
 from experiments.configs import planar as planar_configs
 from experiments.configs import toy as toy_configs
 
@@ -81,12 +82,14 @@ def _config(target: str):
     return toy_configs.get_config(target)
 
 
-def _set(config, field: str, value) -> None:
-    node = config
-    *path, last = field.split(".")
-    for name in path:
-        node = node[name]
-    node[last] = value
+def variant_config(target: str, overrides: dict, seed: int, steps_scale: float):
+    """The target's config with a variant's overrides ("a.b" -> value; through
+    `common.apply_overrides`, so an unknown key or a value of another type is refused), the
+    training seed and num_steps scaled by `steps_scale` (at least 10)."""
+    config = _config(target)
+    config.seed = seed
+    config.train.num_steps = max(int(config.train.num_steps * steps_scale), 10)
+    return common.apply_overrides(config, [f"{key}={value}" for key, value in overrides.items()])
 
 
 def _evaluate(res: fit.FitResult, contexts) -> tuple[float, str, str, float]:
@@ -121,11 +124,7 @@ def run(targets, steps_scale: float, seeds, n_contexts: int, variants=VARIANT_NA
             if variant not in variants:
                 continue
             for seed in seeds:
-                config = _config(target_name)
-                config.seed = seed
-                config.train.num_steps = max(int(config.train.num_steps * steps_scale), 10)
-                for field, value in overrides.items():
-                    _set(config, field, value)
+                config = variant_config(target_name, overrides, seed, steps_scale)
                 start = time.perf_counter()
                 res = fit.fit(config, progress=False)
                 seconds = time.perf_counter() - start

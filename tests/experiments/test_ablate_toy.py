@@ -1,5 +1,7 @@
 """experiments/ablate_toy.py: its variants name real config fields, and the seed medians."""
 
+import functools
+
 import pytest
 
 from experiments import ablate_toy
@@ -7,17 +9,17 @@ from experiments import ablate_toy
 
 @pytest.mark.parametrize("target", ["moving_gmm", "planar"])
 def test_every_variant_overrides_existing_fields_with_their_type(target):
-    config = ablate_toy._config(target)
     for name, overrides in ablate_toy.VARIANTS:
+        # apply_overrides refuses unknown keys and values of another type.
+        config = ablate_toy.variant_config(target, overrides, seed=3, steps_scale=0.5)
         for field, value in overrides.items():
-            node = config
-            *path, last = field.split(".")
-            for key in path:
-                node = node[key]
-            assert last in node, (name, field)
-            assert type(node[last]) is type(value), (name, field, node[last], value)
+            node = functools.reduce(getattr, field.split("."), config)
+            assert type(node) is type(value) and node == value, (name, field, node, value)
+        assert config.seed == 3
     # Both configs project the covariance, so the full method is the paper's.
-    assert config.projection.covariance
+    assert ablate_toy.variant_config(target, {}, 0, 1.0).projection.covariance
+    with pytest.raises(ValueError, match="unknown config key"):
+        ablate_toy.variant_config(target, {"projection.covarianse": True}, 0, 1.0)
 
 
 def _row(variant, seed, elbo):
