@@ -48,7 +48,8 @@ class Solutions:
         position_error: (T, n) metres.
         orientation_error: (T, n) radians for pose contexts, else None.
         log_p: (T, n) target log-density at the density samples (= x, except for models with
-            `sample_and_log_prob`, whose own draw at their density's temperature is used).
+            `sample_and_log_prob` or a `latent_scale` other than 1, whose own draw of their
+            density is used).
         log_q: (T, n) model log-density there, or None if the model has no density.
     """
 
@@ -98,6 +99,12 @@ def sample_solutions(model, target, contexts: chex.Array, key: chex.PRNGKey, n: 
         # Models that sample at another temperature than their density (the flow's latent
         # scale): ELBO and entropy come from a separate draw of the density itself.
         x_density, log_q = model.sample_and_log_prob(jax.random.fold_in(key, 1), contexts, n)
+    elif getattr(model, "latent_scale", 1.0) != 1.0:
+        # A GMM sampling wider or narrower than its density (`AmortizedGMM.latent_scale`): the
+        # same, from a draw of q itself.
+        density = model.with_latent_scale(1.0)
+        x_density = density.sample(jax.random.fold_in(key, 1), contexts, n)
+        log_q = density.log_prob(x_density, contexts)
     elif getattr(model, "has_density", False):
         log_q = model.log_prob(x, contexts)
     pos, ori = errors(target, x, contexts)

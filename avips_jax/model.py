@@ -4,6 +4,7 @@
     x = model.sample(key, contexts, n)        # (T, n, d), one jitted call
     logq = model.log_prob(x, contexts)        # (T, n)
     w = model.weights(contexts)               # (T, K), zero on inactive slots
+    wide = model.with_latent_scale(1.5)       # samples x = mu + 1.5 L eps (a test-time knob)
 
 This is the interface every model of the evaluation follows (`sample`, and `log_prob` where the
 model has a density); the baselines implement the same methods.
@@ -29,6 +30,10 @@ class AmortizedGMM:
         variables: {"params": ..., "slots": ...}.
         active: (K,) bool mask of the slots in use.
         context_dim: d_c (static).
+        latent_scale: (static) std of the noise eps in x = mu_k + L_k eps used by `sample`;
+            1 samples the density q itself, > 1 spreads every component wider along its own
+            axes (more diverse seeds for refinement, fewer near a solution), < 1 narrower (like
+            the flow's latent scale, IKFlow's "softness"). `log_prob` is always q's, at scale 1.
     """
 
     has_density = True  # class constant, not a field
@@ -37,6 +42,7 @@ class AmortizedGMM:
     variables: dict
     active: chex.Array
     context_dim: int = flax.struct.field(pytree_node=False)
+    latent_scale: float = flax.struct.field(pytree_node=False, default=1.0)
 
     @classmethod
     def from_train_state(cls, state, module: networks.ConditionalGMM, context_dim: int):
@@ -47,6 +53,14 @@ class AmortizedGMM:
             active=state.active,
             context_dim=int(context_dim),
         )
+
+    def with_latent_scale(self, scale: float) -> "AmortizedGMM":
+        """This model sampling at `scale` (see the class docstring); ValueError unless a finite
+        number > 0."""
+        scale = float(scale)
+        if not (np.isfinite(scale) and scale > 0):
+            raise ValueError(f"latent_scale must be a finite number > 0, got {scale}")
+        return self.replace(latent_scale=scale)
 
     @property
     def dim(self) -> int:
@@ -99,6 +113,8 @@ def _apply(model: AmortizedGMM, contexts: jax.Array) -> gmm.GMMParams:
 @functools.partial(jax.jit, static_argnums=3)
 def _sample(model: AmortizedGMM, key, contexts, n: int):
     params = model.module.apply(model.variables, contexts)
+    if model.latent_scale != 1.0:
+        params = params.replace(chols=params.chols * model.latent_scale)
     x, ids = gmm.sample(params, model.active, key, n)
     return jnp.swapaxes(x, 0, 1), jnp.swapaxes(ids, 0, 1)
 

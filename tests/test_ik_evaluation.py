@@ -123,6 +123,28 @@ def test_metrics_agree_with_the_returned_samples(stub):
     assert metrics["latency_1x2000_ms"] > 0 and metrics["latency_1000x250_ms"] > 0
 
 
+def test_a_wider_latent_scale_spreads_the_samples_and_keeps_the_density_figures(stub):
+    target, model, contexts, _ = stub
+    key = jax.random.PRNGKey(0)
+    sol1 = ik_evaluation.sample_solutions(model, target, contexts, key, N)
+    sol2 = ik_evaluation.sample_solutions(model.with_latent_scale(2.0), target, contexts, key, N)
+    means = np.asarray(model.gmm_params(contexts).means)  # (T, K, d)
+    picked = np.take_along_axis(means, sol1.components[..., None], axis=1)
+    np.testing.assert_array_equal(sol2.components, sol1.components)
+    np.testing.assert_allclose(sol2.x - picked, 2.0 * (sol1.x - picked), rtol=1e-4, atol=1e-5)
+    # ELBO terms come from a separate draw of q itself: log q of those points, not of the wide
+    # samples (which q finds much less likely).
+    density = model.with_latent_scale(1.0)
+    x_q = density.sample(jax.random.fold_in(key, 1), contexts, N)
+    np.testing.assert_allclose(sol2.log_q, density.log_prob(x_q, contexts), rtol=1e-6)
+    np.testing.assert_allclose(
+        sol2.log_p, target.log_prob(x_q, jnp.asarray(contexts)[:, None]), rtol=1e-6
+    )
+    assert abs(np.mean(sol2.log_q) - np.mean(sol1.log_q)) < 0.5 * abs(
+        np.mean(model.log_prob(sol2.x, contexts)) - np.mean(sol1.log_q)
+    )
+
+
 def test_exact_sampler_is_accurate_and_close_to_the_reference(stub):
     target, _, contexts, refine = stub
     metrics = ik_evaluation.evaluate_model(

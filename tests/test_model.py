@@ -45,3 +45,22 @@ def test_bad_shapes_are_named(tiny):
         m.sample(jax.random.PRNGKey(0), jnp.zeros((3, 1)), 0)
     with pytest.raises(ValueError, match="x must have shape"):
         m.log_prob(jnp.zeros((2, 4, target.dim)), jnp.zeros((3, 1)))
+
+
+def test_latent_scale_scales_the_spread_about_the_same_means_and_keeps_the_density(tiny):
+    m, target = tiny
+    ctx = target.sample_contexts(jax.random.PRNGKey(1), 4)
+    key = jax.random.PRNGKey(3)
+    x1, ids1 = m.sample_with_components(key, ctx, 50)
+    same = m.with_latent_scale(1.0).sample_with_components(key, ctx, 50)
+    np.testing.assert_array_equal(same[0], x1)  # scale 1 is the density's own draw
+    wide = m.with_latent_scale(2.0)
+    x2, ids2 = wide.sample_with_components(key, ctx, 50)
+    np.testing.assert_array_equal(ids2, ids1)  # same components, same noise, twice the offset
+    means = np.asarray(m.gmm_params(ctx).means)  # (T, K, d)
+    picked = np.take_along_axis(means, np.asarray(ids1)[..., None], axis=1)  # (T, n, d)
+    np.testing.assert_allclose(x2 - picked, 2.0 * (x1 - picked), rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(wide.log_prob(x1, ctx), m.log_prob(x1, ctx))
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="latent_scale"):
+            m.with_latent_scale(bad)
