@@ -93,6 +93,11 @@ def make_add_step(
     """Jitted `(state, contexts (B, d_c), key) -> (state, info)` adding one component if a slot
     is free (otherwise the state is returned unchanged and info["added"] is False)."""
     s, cc, p = config.sir, config.components, config.projection
+    if cc.refine_iterations and not target.can_refine_points:
+        raise ValueError(
+            f"components.refine_iterations = {cc.refine_iterations} needs a target that can "
+            f"refine points; {target.name!r} cannot (set it to 0)"
+        )
 
     def add_step(state: TrainState, contexts: chex.Array, key: chex.PRNGKey):
         key_prop, key_sir, key_reinit = jax.random.split(key, 3)
@@ -108,6 +113,9 @@ def make_add_step(
         else:  # ablation: score every proposal draw, no importance resampling
             points, points_log_p = x, log_p
             ess = sir.effective_sample_size(sir.log_importance_weights(log_p, log_prop))
+        if cc.refine_iterations:  # newborns on (near-)exact solutions, scored where they land
+            points = target.refine_points(points, contexts[None], cc.refine_iterations)
+            points_log_p = target.log_prob(points, contexts[None])
         log_q = gmm.log_prob(params, active, points)
         score = components.vips_score(points_log_p, log_q, cc.score_threshold)
         best, best_score = components.select_best_candidates(points, score)

@@ -148,6 +148,10 @@ def default_config() -> ml_collections.ConfigDict:
     # A newborn's grace period (steps, rounded up to removal checks): it is not removed and its
     # gate column is frozen (it keeps about its initial weight) while its component trains. 0: none.
     c.components.grace_steps = 0
+    # Levenberg-Marquardt iterations that move the resampled candidates towards exact solutions
+    # before they are scored and a newborn is placed on the best (targets with
+    # `can_refine_points`, e.g. IK). 0: the candidates as drawn.
+    c.components.refine_iterations = 0
 
     # Evaluation (experiments/evaluate.py): a fixed, seeded test set of contexts.
     c.eval = ml_collections.ConfigDict()
@@ -251,6 +255,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     cc = config.components
     if cc.check_every < 1 or cc.add_every < 1:
         raise ValueError("components.check_every and components.add_every must be >= 1.")
+    if cc.refine_iterations < 0:
+        raise ValueError(f"components.refine_iterations must be >= 0, got {cc.refine_iterations}.")
     for name in ("num_targets", "samples_per_target", "coverage_reference"):
         if config.eval[name] < 1:
             raise ValueError(f"eval.{name} must be >= 1, got {config.eval[name]}.")

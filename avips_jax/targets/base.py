@@ -25,11 +25,14 @@ class Target(abc.ABC):
         is meant for scaling network outputs;
       * `log_prob(x, c)` and `sample_contexts(key, n)`.
 
-    Optional, where known (the class flags `is_normalized`, `has_sampler`, `has_modes` say which):
+    Optional, where known (the class flags `is_normalized`, `has_sampler`, `has_modes`,
+    `can_refine_points` say which):
       * `log_normalizer(c)`: exact log Z(c);
       * `sample(key, c, n)`: exact samples;
       * `modes(c)`, `mode_stds(c)`, `mode_weights(c)`: true mode locations with a length scale and
-        the mass of each mode.
+        the mass of each mode;
+      * `refine_points(x, c, num_iterations)`: x moved by a local solver towards the nearest
+        exact solutions (IK: Levenberg-Marquardt on the end-effector error).
 
     Subclasses implement `_log_prob_single(x, c)` for one point; `log_prob` validates shapes,
     broadcasts the leading axes and vectorises it (or calls an overridden `_log_prob_batched`).
@@ -39,6 +42,7 @@ class Target(abc.ABC):
     is_normalized: ClassVar[bool] = False
     has_sampler: ClassVar[bool] = False
     has_modes: ClassVar[bool] = False
+    can_refine_points: ClassVar[bool] = False
 
     dim: int
     context_dim: int
@@ -117,6 +121,11 @@ class Target(abc.ABC):
     def mode_weights(self, c: chex.Array) -> chex.Array:
         """Probability mass of each mode, (B, M); only where `has_modes`."""
         raise NotImplementedError(f"target {self.name!r} has no known modes")
+
+    def refine_points(self, x: chex.Array, c: chex.Array, num_iterations: int) -> chex.Array:
+        """x (..., d) moved towards exact solutions for c (..., d_c), broadcast; only where
+        `can_refine_points`."""
+        raise NotImplementedError(f"target {self.name!r} cannot refine points")
 
     def check_contexts(self, c: chex.Array) -> chex.Array:
         """Returns c as an array after checking that it has shape (B, d_c).

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from avips_jax import kinematics, rotations
+from avips_jax import kinematics, refine, rotations
 from avips_jax.kinematics import robot as robot_lib
 from avips_jax.targets import base, skeleton, workspace
 from avips_jax.targets.base import WorkspaceError
@@ -86,6 +86,7 @@ class IKTarget(base.Target):
     limit_std: float = 0.05
 
     name: ClassVar[str] = "ik"
+    can_refine_points: ClassVar[bool] = True
 
     def __post_init__(self):
         if self.context not in CONTEXTS:
@@ -163,6 +164,14 @@ class IKTarget(base.Target):
         """Contexts of joints uniform in `sampling_box`: -> (n, context_dim) float32."""
         q = base.uniform_box(key, n, *sampling_box(self.robot))
         return self.contexts_from_joints(q)
+
+    def refine_points(self, x: chex.Array, c: chex.Array, num_iterations: int) -> chex.Array:
+        """x (..., dof) after `num_iterations` Levenberg-Marquardt steps towards the context's
+        position (and orientation) from c (..., context_dim), broadcast (`refine.refine`: the
+        joint limits respected, never worse than the clamped start)."""
+        x, c = self._broadcast(x, c)
+        rotation = rotations.quaternion_to_matrix(c[..., 3:]) if self.context == "pose" else None
+        return refine.refine(self.robot, x, c[..., :3], rotation, num_iterations=num_iterations)
 
     def _broadcast(self, x, c):
         x, c = jnp.asarray(x), jnp.asarray(c)

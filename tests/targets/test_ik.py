@@ -245,3 +245,19 @@ def test_target_is_hashable_and_registered():
     pose = targets.make_target("ik", robot_name="valkyrie_arm", context="pose")
     assert (pose.dim, pose.context_dim) == (4, 7)
     np.testing.assert_array_equal(pose.lower, kinematics.load_robot("valkyrie_arm").lower)
+
+
+@pytest.mark.parametrize("context", ["position", "pose"])
+def test_refine_points_reaches_the_context_from_nearby_joints(context):
+    target = ik.IKTarget(robot_name="panda", context=context)
+    lower, upper = target.lower, target.upper
+    u = jax.random.uniform(jax.random.PRNGKey(0), (3, 7))
+    q_true = (lower + upper) / 2 + 0.5 * (upper - lower) * (u - 0.5)  # well inside the limits
+    c = target.contexts_from_joints(q_true)  # (3, d_c)
+    q0 = q_true[None] + 0.05 * jax.random.normal(jax.random.PRNGKey(1), (2, 3, 7))
+    q = target.refine_points(q0, c[None], 30)  # (2, 3, 7): broadcast over the leading axis
+    assert q.shape == (2, 3, 7) and type(target).can_refine_points
+    assert float(jnp.max(target.position_error(q, c[None]))) < 1e-4
+    assert float(jnp.max(target.position_error(q0, c[None]))) > 1e-3
+    if context == "pose":
+        assert float(jnp.max(target.orientation_error(q, c[None]))) < 1e-3
