@@ -19,6 +19,7 @@ rotation=None, *, num_iterations)` (refine.py contract; the coverage metrics pas
 
 import dataclasses
 import functools
+import warnings
 
 import chex
 import jax
@@ -306,7 +307,11 @@ def coverage_metrics(
         `num_targets`), coverage_num_targets (targets in the means), coverage_num_reference,
         coverage_samples (n), coverage_reference_size_mean (converged references per target,
         mean over the `num_targets` targets), coverage_targets_without_model_solution,
-        coverage_targets_without_restart_solution.
+        coverage_targets_without_restart_solution, and coverage_joint_spread_ratio: per joint
+        (the robot's joint order), the standard deviation of the model's converged points over
+        that of the references (each per target, then averaged over the targets in the means):
+        below 1 where the model's solutions are narrower than the solution set, i.e. along which
+        joints the missing coverage lies.
     """
     t, n = min(num_targets, sol.x.shape[0]), sol.x.shape[1]
     contexts = sol.contexts[:t]
@@ -329,6 +334,13 @@ def coverage_metrics(
     used = np.isfinite(d_model) & np.isfinite(d_restarts)  # NaN: no reference; inf: no point
     distance = float(np.mean(d_model[used])) if used.any() else float("nan")
     distance_restarts = float(np.mean(d_restarts[used])) if used.any() else float("nan")
+    spread = np.full(ref.shape[-1], np.nan)
+    if used.any():
+        std_model = ik_metrics.masked_std(model[:t], model_ok[:t])[used]  # (used, dof)
+        std_ref = ik_metrics.masked_std(ref, ref_ok)[used]
+        with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+            warnings.simplefilter("ignore", RuntimeWarning)  # a joint NaN everywhere stays NaN
+            spread = np.nanmean(std_model, axis=0) / np.nanmean(std_ref, axis=0)
     return {
         "coverage_distance": distance,
         "coverage_distance_restarts": distance_restarts,
@@ -341,6 +353,7 @@ def coverage_metrics(
         "coverage_reference_size_mean": float(np.mean(ref_ok.sum(axis=1))),
         "coverage_targets_without_model_solution": int(np.sum(has_ref & np.isinf(d_model))),
         "coverage_targets_without_restart_solution": int(np.sum(has_ref & np.isinf(d_restarts))),
+        "coverage_joint_spread_ratio": [float(v) for v in spread],
     }
 
 

@@ -293,6 +293,23 @@ def _coverage_batched(reference, reference_mask, points, points_mask, batch_size
     return jax.lax.map(lambda a: _mean_nearest_distance(*a), args, batch_size=batch_size)
 
 
+def masked_std(x: chex.Array, mask: chex.Array) -> np.ndarray:
+    """Per-coordinate standard deviation of the valid rows of each target.
+
+    Args:
+        x: (T, n, d) points; mask: (T, n) bool, only the True rows count.
+
+    Returns:
+        (T, d) float64; NaN for a target with fewer than 2 valid rows.
+    """
+    x, mask = np.asarray(x, np.float64), np.asarray(mask, bool)
+    count = mask.sum(axis=1)[:, None]  # (T, 1)
+    w = mask[..., None]
+    mean = np.sum(np.where(w, x, 0.0), axis=1) / np.maximum(count, 1)
+    var = np.sum(np.where(w, (x - mean[:, None]) ** 2, 0.0), axis=1) / np.maximum(count - 1, 1)
+    return np.where(count >= 2, np.sqrt(var), np.nan)
+
+
 def mean_pairwise_distance(x: chex.Array) -> jax.Array:
     """Mean Euclidean distance between distinct samples of each target: (T, n, d) -> (T,).
 

@@ -191,6 +191,8 @@ def evaluate_run(
 
 
 def _json_value(value):
+    if isinstance(value, list):
+        return [_json_value(v) for v in value]
     if isinstance(value, float) and not np.isfinite(value):
         return None  # JSON has no NaN / inf
     return value
@@ -203,12 +205,16 @@ def write_metrics(path: pathlib.Path, metrics: dict) -> None:
 
 
 def format_table(metrics: dict) -> str:
-    """A two-column markdown table of the scalar metrics (4 significant digits)."""
+    """A two-column markdown table of the scalar metrics (4 significant digits) and the lists of
+    numbers (3 significant digits each)."""
     lines = ["| metric | value |", "|---|---|"]
     for key, value in metrics.items():
         if isinstance(value, dict):
             continue
-        text = f"{value:.4g}" if isinstance(value, float) else str(value)
+        if isinstance(value, list):
+            text = "[" + ", ".join(f"{v:.3g}" for v in value) + "]"
+        else:
+            text = f"{value:.4g}" if isinstance(value, float) else str(value)
         lines.append(f"| {key} | {text} |")
     return "\n".join(lines)
 

@@ -320,6 +320,10 @@ def test_coverage_of_one_solution_is_worse_than_restarts_and_of_both_is_exact(tw
     assert both["coverage_ratio"] < 1e-2, both
     # The references and restarts are the same for both models (same key).
     assert both["coverage_distance_restarts"] == one["coverage_distance_restarts"]
+    # Per joint: one branch has no spread at all; both branches spread like the references.
+    assert len(one["coverage_joint_spread_ratio"]) == 2
+    assert max(one["coverage_joint_spread_ratio"]) < 1e-3, one
+    assert all(0.7 < r < 1.6 for r in both["coverage_joint_spread_ratio"]), both
 
 
 def test_coverage_metrics_are_seeded(two_solutions):

@@ -245,3 +245,14 @@ def test_best_time_warms_up_then_takes_the_minimum():
     assert 0.0 <= seconds < 1.0
     with pytest.raises(ValueError, match="repeats"):
         ik_metrics.best_time(fn, repeats=0)
+
+
+def test_masked_std_uses_only_the_valid_rows_of_each_target():
+    x = np.array([[[0.0, 1.0], [2.0, 1.0], [100.0, -50.0]], [[1.0, 2.0], [5.0, 5.0], [3.0, 3.0]]])
+    mask = np.array([[True, True, False], [True, False, False]])
+    std = ik_metrics.masked_std(x, mask)
+    np.testing.assert_allclose(std[0], [np.std([0.0, 2.0], ddof=1), 0.0])
+    assert np.all(np.isnan(std[1]))  # one valid row: no spread defined
+    np.testing.assert_allclose(
+        ik_metrics.masked_std(x, np.ones((2, 3), bool)), np.std(x, axis=1, ddof=1)
+    )
