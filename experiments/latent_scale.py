@@ -87,12 +87,26 @@ def evaluate_scales(workdir: pathlib.Path, scales: tuple[float, ...]) -> list[di
     return rows
 
 
+SPREAD = "coverage_joint_spread_ratio"  # a list: one value per joint
+
+
+def spread_cell(chosen: list[dict]) -> str:
+    """ "[r_1, ..., r_dof]": per joint, the median over the rows of `SPREAD`; "n/a" if none."""
+    lists = [r[SPREAD] for r in chosen if isinstance(r.get(SPREAD), list | tuple)]
+    if not lists:
+        return compare_table.NA
+    values = np.nanmedian(np.asarray(lists, dtype=float), axis=0)
+    return "[" + ", ".join(f"{v:.2f}" for v in values) + "]"
+
+
 def summary_markdown(rows: list[dict], methods: list[str], scales: tuple[float, ...]) -> str:
-    """A table per method: one line per scale, each cell the median (per-seed values)."""
-    head = "| latent scale | " + " | ".join(h for _, h, _ in COLUMNS) + " |"
+    """A table per method: one line per scale, each cell the median (per-seed values), and the
+    per-joint spread ratio (medians over the seeds)."""
+    headers = [h for _, h, _ in COLUMNS] + ["joint spread ratio q1..qn (median)"]
+    head = "| latent scale | " + " | ".join(headers) + " |"
     parts = []
     for method in methods:
-        lines = [f"### {method}", "", head, "|" + "---|" * (len(COLUMNS) + 1)]
+        lines = [f"### {method}", "", head, "|" + "---|" * (len(headers) + 1)]
         for scale in scales:
             chosen = [r for r in rows if r["method"] == method and r["latent_scale"] == scale]
             cells = [
@@ -106,7 +120,7 @@ def summary_markdown(rows: list[dict], methods: list[str], scales: tuple[float, 
                 )
                 for key, _, fmt in COLUMNS
             ]
-            lines.append(f"| {scale:g} | " + " | ".join(cells) + " |")
+            lines.append(f"| {scale:g} | " + " | ".join([*cells, spread_cell(chosen)]) + " |")
         parts.append("\n".join(lines))
     return "\n\n".join(parts)
 
@@ -129,7 +143,9 @@ def report_markdown(rows, robot, methods, scales, train_seeds, runs_dir, command
             f"against {first['coverage_num_reference']} refined uniform restarts each "
             "(`results/comparison.md` defines the metrics).",
             "- Every cell: the median over the training seeds, then the per-seed values in "
-            "seed order.",
+            "seed order. Joint spread ratio: per joint, the std of the converged refined samples "
+            "over that of the reference solutions (`coverage_joint_spread_ratio`; < 1: narrower "
+            "than the solution set along that joint).",
             "",
             summary_markdown(rows, methods, scales),
             "",
@@ -161,12 +177,14 @@ def main(argv):
         compare_table.Column("train_seed", "train seed"),
         compare_table.Column("latent_scale", "latent scale"),
         *(compare_table.Column(key, header) for key, header, _ in COLUMNS),
+        compare_table.Column(SPREAD, "joint spread ratio"),
     )
+    csv_rows = [r | {SPREAD: " ".join(map(repr, r.get(SPREAD, [])))} for r in rows]
     md = report_markdown(
         rows, FLAGS.robot, FLAGS.methods, scales, train_seeds, FLAGS.runs_dir, command
     )
     md_path.parent.mkdir(parents=True, exist_ok=True)
-    checkpoint.write_atomic(csv_path, compare_table.csv_text(rows, columns))
+    checkpoint.write_atomic(csv_path, compare_table.csv_text(csv_rows, columns))
     checkpoint.write_atomic(md_path, md)
     print(md)
     print(f"table: {md_path}\ncsv: {csv_path}")

@@ -40,11 +40,18 @@ def test_missing_runs_are_all_named(tmp_path):
 
 def test_summary_has_one_line_per_scale_with_the_per_seed_values():
     rows = [
-        {"method": "avips", "train_seed": s, "latent_scale": scale, "coverage_ratio": v}
+        {
+            "method": "avips",
+            "train_seed": s,
+            "latent_scale": scale,
+            "coverage_ratio": v,
+            "coverage_joint_spread_ratio": [v / 4, 1.0],
+        }
         for s, scale, v in ((0, 1.0, 2.0), (1, 1.0, 2.2), (0, 2.0, 1.4), (1, 2.0, 1.6))
     ]
     text = latent_scale.summary_markdown(rows, ["avips"], (1.0, 2.0))
     assert "| 1 | 2.10 (2.00, 2.20) |" in text and "| 2 | 1.50 (1.40, 1.60) |" in text
+    assert "| [0.53, 1.00] |" in text and "| [0.38, 1.00] |" in text
 
 
 def test_cli_evaluates_each_scale_without_touching_the_run(tmp_path):
@@ -73,6 +80,7 @@ def test_cli_evaluates_each_scale_without_touching_the_run(tmp_path):
     spread = [float(r["mean_pairwise_joint_distance"]) for r in rows]
     assert spread[1] > spread[0]  # wider samples
     assert all(0 <= float(r["converged_fraction_30it"]) <= 1 for r in rows)
+    assert all(len(r["coverage_joint_spread_ratio"].split()) == 7 for r in rows)  # Panda: 7
     text = pathlib.Path(f"{out}.md").read_text()
     assert "| 1 |" in text and "| 3 |" in text and "python -m experiments.latent_scale" in text
 
