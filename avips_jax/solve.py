@@ -38,6 +38,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-n", "--num-samples", type=int, default=20, help="samples per target")
     parser.add_argument("--refine", action="store_true", help="Levenberg-Marquardt refinement")
+    parser.add_argument(
+        "--latent-scale",
+        type=float,
+        default=1.0,
+        help="sample x = mu + s L eps (1: the model; > 1: more diverse, less accurate seeds)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="PRNG seed")
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
     return parser
@@ -74,7 +80,13 @@ def run(args: argparse.Namespace) -> None:
             )
     targets = solver.check_targets(np.array(args.target))
     q = np.asarray(
-        solver.sample(jax.random.key(args.seed), targets, args.num_samples, refine=args.refine)
+        solver.sample(
+            jax.random.key(args.seed),
+            targets,
+            args.num_samples,
+            refine=args.refine,
+            latent_scale=args.latent_scale,
+        )
     )
     robot = solver.robot
     print(

@@ -125,6 +125,7 @@ class IKSolver:
         *,
         clamp: bool = True,
         num_iterations: int = 30,
+        latent_scale: float = 1.0,
     ) -> jax.Array:
         """n joint configurations per target.
 
@@ -136,12 +137,16 @@ class IKSolver:
                 (`refine.refine`, joint limits respected).
             clamp: clip samples to the joint limits (always done when refining).
             num_iterations: LM iterations when refining.
+            latent_scale: sample x = mu_k + s L_k eps with s = latent_scale
+                (`AmortizedGMM.with_latent_scale`): 1 samples the model; larger values give
+                more diverse seeds for refinement, further from a solution before it.
 
         Returns:
             float32 joint values (T, n, dof), or (n, dof) for a single (d_c,) target.
 
         Raises:
-            ValueError, WorkspaceError: see `check_targets`; n < 1.
+            ValueError, WorkspaceError: see `check_targets`; n < 1; latent_scale not a
+                finite number > 0.
         """
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
             raise ValueError(f"n must be an integer >= 1, got {n!r}")
@@ -151,8 +156,9 @@ class IKSolver:
         contexts = jnp.asarray(self.check_targets(targets), jnp.float32)
         if isinstance(key, int | np.integer):
             key = jax.random.key(int(key))
+        model = self.model if latent_scale == 1.0 else self.model.with_latent_scale(latent_scale)
         q = _sample(
-            self.model,
+            model,
             key,
             contexts,
             target=self.target,

@@ -98,6 +98,16 @@ def test_refined_samples_are_the_refined_raw_samples(run_dir):
     assert np.all((q >= solver.robot.lower) & (q <= solver.robot.upper))
 
 
+def test_latent_scale_samples_the_wider_model(run_dir):
+    _, solver = run_dir
+    key = jax.random.key(6)
+    wide = solver.sample(key, TARGETS, n=16, clamp=False, latent_scale=2.0)
+    expected = solver.model.with_latent_scale(2.0).sample(key, jnp.asarray(TARGETS), 16)
+    np.testing.assert_array_equal(wide, expected)
+    with pytest.raises(ValueError, match="latent_scale"):
+        solver.sample(key, TARGETS, n=16, latent_scale=0.0)
+
+
 def test_sample_is_one_compiled_call(run_dir):
     from avips_jax import solver as solver_lib
 
@@ -186,6 +196,7 @@ def test_cli_prints_a_table(run_dir, capsys):
         (["--target", "2.0", "0.1", "0.6"], "error: target position [2.0, 0.1, 0.6] is outside"),
         (["--target", "0.4", "0.1"], "error: --target needs 3 values"),
         (["--target", "0.4", "nan", "0.6"], "error: ik: contexts hold NaN"),
+        (["--target", "0.4", "0.1", "0.6", "--latent-scale", "-1"], "error: latent_scale must"),
     ],
 )
 def test_cli_bad_targets_exit_1_with_one_line(run_dir, capsys, extra, message):
