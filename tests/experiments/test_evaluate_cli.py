@@ -2,10 +2,8 @@
 run directory; one-line errors with exit status 1 and nothing overwritten on bad input."""
 
 import json
-import os
 import pathlib
 import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -14,19 +12,15 @@ import pytest
 from avips_jax import checkpoint, fit
 from experiments import evaluate
 from experiments.configs import panda as panda_configs
+from tests.experiments import cli
 
 pytestmark = pytest.mark.usefixtures("fast_compiles")
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 PLOTS = ("solutions_target0.png", "position_error_hist.png", "component_weights.png")
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    env["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    cmd = [sys.executable, "-m", "experiments.evaluate", *args]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    return cli.run_module("experiments.evaluate", *args)
 
 
 def _config():

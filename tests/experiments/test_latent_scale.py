@@ -2,28 +2,21 @@
 the summary on synthetic rows, and bad input refused before anything is evaluated."""
 
 import csv
-import os
 import pathlib
 import subprocess
-import sys
 
 import pytest
 
 from avips_jax import checkpoint, fit
 from experiments import latent_scale
+from tests.experiments import cli
 from tests.experiments.test_evaluate_cli import _config
 
 pytestmark = pytest.mark.usefixtures("fast_compiles")
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    env["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    cmd = [sys.executable, "-m", "experiments.latent_scale", *args]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    return cli.run_module("experiments.latent_scale", *args)
 
 
 def test_parse_scales_refuses_bad_values():

@@ -6,10 +6,8 @@ Both compile with `jax_disable_most_optimizations` (the same numerics in both pr
 """
 
 import json
-import os
 import pathlib
 import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -19,10 +17,10 @@ from tensorboard.backend.event_processing import event_accumulator
 from avips_jax import checkpoint, fit
 from experiments import train
 from experiments.configs import toy as toy_configs
+from tests.experiments import cli
 
 pytestmark = pytest.mark.usefixtures("fast_compiles")
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 SPEC = "moving_gmm,test"  # 8 steps, checkpoints every 4, logs every step
 LOGGED = (
     "elbo",
@@ -42,11 +40,7 @@ DETERMINISTIC = ("loss", "elbo", "entropy", "ess", "num_active", "eps_mean_mean"
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    env["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    cmd = [sys.executable, "-m", "experiments.train", "--noprogress", *args]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    return cli.run_module("experiments.train", "--noprogress", *args)
 
 
 def _snapshot(workdir: pathlib.Path) -> dict:
