@@ -1,6 +1,6 @@
 """Component adding and removal steps of the training loop (jitted, static shapes).
 
-Adding (design.md §3.5–3.6, algorithm.md §7.3): per context, N candidates are drawn from a
+Adding (docs/math.md §5.2, §6.4): per context, N candidates are drawn from a
 defensive proposal — the current mixture mixed with a uniform distribution over the target's box,
 so that mass the mixture misses can be found — weighted by p / proposal and resampled (SIR). Among
 the resampled points the VIPS score log p - max(max log q - threshold, log q) picks, per context,

@@ -1,9 +1,9 @@
 """Adding and removing mixture components under static shapes (K_max slots + an active mask).
 
-Removal (design.md §3.6): a slot whose context-averaged weight stays below a threshold for
+Removal (docs/math.md §6.2): a slot whose context-averaged weight stays below a threshold for
 `patience` consecutive checks is deactivated; the last active slot is never removed.
 
-Adding (algorithm.md §7): the lowest free slot is placed by editing only its own variables:
+Adding (docs/math.md §6.4): the lowest free slot is placed by editing only its own variables:
 - mean: the slot's mean head (a linear layer on the slot's head features) is fitted in closed form
   by ridge regression so that its mean passes through one target point per context, with the
   slot's mean offset set to the context-average target (so the fit only models the variation).
@@ -124,7 +124,7 @@ def update_removal(
     Args:
         state: current component state.
         weights: (B, K) mixture weights on the check's contexts.
-        threshold: weight threshold (default 1e-3, design.md §3.6).
+        threshold: weight threshold (default 1e-3, docs/math.md §6.2).
         patience: number of consecutive low checks before removal (>= 1).
 
     Returns:
@@ -154,7 +154,9 @@ def update_removal(
 
 
 def vips_score(log_p: chex.Array, log_q: chex.Array, threshold: float) -> chex.Array:
-    """VIPS adding score log p - max(max_n log q - threshold, log q) per context (§7.1).
+    """VIPS adding score log p - max(max_n log q - threshold, log q) per context.
+
+    docs/math.md §6.4 (VIPS's adding score, Arenz et al.; the form of their gmmvi code).
 
     Args:
         log_p: (N, B) target log-density of the candidates.
@@ -191,10 +193,10 @@ def select_best_candidates(points: chex.Array, scores: chex.Array) -> tuple[chex
 
 
 def entropy_matching_std(params: gmm.GMMParams, active: chex.Array) -> chex.Array:
-    """Isotropic std whose Gaussian has the average entropy of the active components (§7.1).
+    """Isotropic std whose Gaussian has the average entropy of the active components.
 
-    std = exp((H_des - H_0) / d), H_des the mean entropy over contexts and active slots,
-    H_0 = d/2 (1 + log 2 pi) the entropy of N(0, I).
+    VIPS's entropy matching (docs/math.md §6.4): std = exp((H_des - H_0) / d), H_des the mean
+    entropy over contexts and active slots, H_0 = d/2 (1 + log 2 pi) the entropy of N(0, I).
 
     Returns:
         () std.

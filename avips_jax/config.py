@@ -103,7 +103,7 @@ def default_config() -> ml_collections.ConfigDict:
 
     c.trust_region = ml_collections.ConfigDict()
     c.trust_region.adaptive = True
-    # VIPS's factors (algorithm.md §5.1). The objective comparison is noisy (fresh samples and
+    # VIPS's factors (docs/math.md §4.2). The objective comparison is noisy (fresh samples and
     # contexts every step); with x1.1 / x0.5 a coin-flip comparison shrinks the bounds on average
     # (E[log factor] = -0.30) until they sit at their minimum, which stalled the planar target.
     # Judge "improved" on the same contexts and noise (old vs projected model; one more target

@@ -157,7 +157,7 @@ def softplus_inverse(y: chex.Array) -> chex.Array:
 def diag_from_raw(raw: chex.Array, init_std: chex.Array, min_std: float) -> chex.Array:
     """Cholesky diagonal softplus(raw + softplus^{-1}(init_std - min_std)) + min_std.
 
-    raw = 0 gives init_std; the result is always >= min_std (algorithm.md §2).
+    raw = 0 gives init_std; the result is always >= min_std (docs/math.md §1.2).
 
     Args:
         raw: (..., d) unconstrained values.

@@ -1,4 +1,4 @@
-"""Evaluate any conditional IK model on a fixed test set (design.md §5).
+"""Evaluate any conditional IK model on a fixed test set (docs/math.md §9).
 
     metrics = evaluate_model(model, target, contexts, key, samples_per_target=250,
                              refine_fn=refine.refine)
@@ -440,7 +440,7 @@ def evaluate_model(
     latency: bool = True,
     return_solutions: bool = False,
 ) -> dict | tuple[dict, Solutions]:
-    """All metrics of design.md §5 for one model on one test set, as a flat JSON-ready dict.
+    """All metrics of docs/math.md §9 for one model on one test set, as a flat JSON-ready dict.
 
     Args:
         model: see the module docstring.

@@ -1,4 +1,4 @@
-"""IK evaluation metrics (design.md §5) as small pure functions: arrays in, numbers out.
+"""IK evaluation metrics (docs/math.md §9) as small pure functions: arrays in, numbers out.
 
 Units: positions and position errors in metres in, reported in millimetres; angles in radians in,
 reported in degrees; joint values in the robot's joint units (rad for revolute joints).
@@ -28,12 +28,12 @@ import numpy as np
 #   k(d^2) = C^a * ((C + d^2) / a)^(-a),  C = 1.1827009364464547, a = 0.2,
 # biased estimator mean(Kxx) + mean(Kyy) - 2 mean(Kxy) on joint vectors. Read from
 # jstmn/ikflow `ikflow/math_utils.py::MMD_multiscale` and `src/demos/calculations.py::mmd`
-# (n_terms=1, rev_kernel_width = 1.1827009364464547, reverse_loss_a[0] = 0.2; commit 1ac8976,
-# also /work/shared/robots.md).
+# (n_terms=1, rev_kernel_width = 1.1827009364464547, reverse_loss_a[0] = 0.2; commit 1ac8976;
+# docs/robots.md §4.2, docs/math.md §9.5).
 IKFLOW_KERNEL_C = 1.1827009364464547
 IKFLOW_KERNEL_A = 0.2
 
-# Success thresholds (design.md §5): raw samples within 1 cm, refined samples within 1 mm.
+# Success thresholds (docs/math.md §9.2, §9.4): raw samples within 1 cm, refined within 1 mm.
 SUCCESS_RAW_M = 0.01
 SUCCESS_REFINED_M = 0.001
 

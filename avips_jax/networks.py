@@ -9,7 +9,7 @@ A gating MLP gives the K logits. In both cases the variables are
 (mean pre-activation, Cholesky-diagonal raw value, logit) that initialisation and component
 adding use to place components. Every leaf under params["components"] has the slot axis first.
 
-Output transform per context c and slot k (algorithm.md §2):
+Output transform per context c and slot k (docs/math.md §1.2):
     pre_k  = mean_head_k(h_k(c)) + mean_offset_k
     mean_k = mid + half * tanh(pre_k)   ("tanh")   or   mid + half * pre_k   ("linear")
     diag_k = softplus(diag_head_k(h_k(c)) + diag_offset_k + softplus^{-1}(init_std - min_std))

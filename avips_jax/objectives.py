@@ -1,22 +1,23 @@
 """The aVIPS objective: per-component VIPS surrogate, weight objective, trust-region regression.
 
 All functions work on a batch of B contexts and K slots with an `active` (K,) mask
-(algorithm.md §3.3, design.md §3.2):
+(docs/math.md §2; the VIPS decomposition of Arenz et al., ICML 2018 and JMLR 2020):
 
 * component loss  -sum_k sg(w_k) E_{q*_k}[log p(x|c) + log q_sg(k|x,c) - log q*_k(x|c)]
   with reparameterised samples x of the projected components q*_k; the responsibilities use the
   projected mixture under stop-gradient (so the bound is tight at the current model) but keep the
   path through x. Its gradient is the VIPS per-component natural objective scaled by w_k.
 * weight loss     sum_k w_k (log w_k - sg(log w_k) - sg(r_k)), r_k = E_{q*_k}[log p - log q]:
-  the VIPS weight objective with reward log w_k + r_k (algorithm.md §3.1), whose optimum is the
+  the VIPS weight objective with reward log w_k + r_k (docs/math.md §2.1), whose optimum is the
   natural-gradient step w_k ∝ w_k exp(r_k); optimising sum_k w_k (log w_k - r_k) instead would
   drive w_k ∝ exp(r_k), which ignores the current weights and oscillates.
 * regression loss alpha * mean_{b, active k} KL(sg(q*_k) || q~_k): pulls the raw network output
-  into the trust region so that the projection becomes inactive over time (algorithm.md §4.4).
+  into the trust region so that the projection becomes inactive over time (docs/math.md §3.8;
+  Otto et al., ICLR 2021).
 
 The component loss is centred (its value is subtracted under stop-gradient), so the value of the
 total loss is -ELBO + alpha * regression with the ELBO estimate sum_k w_k r_k; its gradients are
-those of the single-expression loss of the thesis (algorithm.md §3.2).
+those of the single-expression loss of the thesis (docs/math.md §2.2).
 """
 
 import chex

@@ -1,7 +1,7 @@
 """Sampling importance resampling (SIR) in log space, batched over contexts.
 
 Candidates x_i ~ q(.|c) (N per context) are weighted by w_i ∝ p(x_i|c) / q(x_i|c), self-normalised
-per context, and m of them are resampled by those weights (design.md §3.5, algorithm.md §6.3).
+per context, and m of them are resampled by those weights (docs/math.md §5).
 Axis 0 indexes candidates (N) or resampled points (m), axis 1 contexts (B).
 
 Invalid candidates: a candidate whose log-weight log p - log q is not finite (NaN or -inf log p,

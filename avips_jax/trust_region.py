@@ -1,4 +1,4 @@
-"""Per-component adaptive KL trust-region bounds (design.md §3.4, algorithm.md §5).
+"""Per-component adaptive KL trust-region bounds (docs/math.md §4; VIPS, Arenz et al.).
 
 Each mixture slot k has its own bounds (eps_mean_k, eps_cov_k), shared over contexts. After an
 update, the slot's objective J_k (larger is better, e.g. its context-averaged reward
@@ -7,7 +7,7 @@ recorded at the previous update:
   improved      -> both bounds *= grow   (default 1.1), clipped to their max;
   not improved  -> both bounds *= shrink (default 0.5), clipped to their min.
 Ties count as "not improved" (as in VIPS: shrink if R[t-2] >= R[t-1]). VIPS itself uses the
-gentler factors 1.15 / 0.85 with limits [1e-3, 1] (algorithm.md §5.1; gmmvi improvement-based
+gentler factors 1.15 / 0.85 with limits [1e-3, 1] (docs/math.md §4.2; gmmvi improvement-based
 stepsize adaptation); pass `grow=1.15, shrink=0.85` for that variant.
 
 History: `last_objective` holds NaN for "no history". The first update after `init_trust_region`

@@ -5,7 +5,7 @@ warm-up call, with `block_until_ready`) in float32 and float64, forward and forw
 compares it with the approach of the reference C++/NLopt implementations: one
 `scipy.optimize.minimize(method="L-BFGS-B")` per Gaussian on the convex dual
 g(eta) = eta eps - 1/2 eta log det Sigma_o + 1/2 (eta + 1) log det Sigma(eta), eta in [0, 1e12],
-started at eta = 1 (algorithm.md §4.2), timed on a subset and extrapolated per Gaussian. The
+started at eta = 1 (docs/math.md §3.3), timed on a subset and extrapolated per Gaussian. The
 speed-up is measured in the same run on the same machine. Writes a markdown table.
 
 Usage (from the repository root):

@@ -38,7 +38,8 @@ def _loss(params, active, key, pooled=False):
 
 
 def _thesis_loss(params, active, key):
-    """algorithm.md §3.2, written out independently: one expression, weights not detached."""
+    """docs/math.md §2.2 (the thesis loss), written out independently: one expression, weights
+    not detached."""
     x = gmm.sample_components(params, key, S)
     sg = jax.lax.stop_gradient(params)
     log_w = gmm.log_weights(params, active)

@@ -2,7 +2,7 @@
 
 References are independent of the implementation: a NumPy/SciPy solve of the same problem via the
 generalised eigenvalues of (Sigma, Sigma_o) and `scipy.optimize.brentq`, the closed form for d = 1
-(Lambert W), the backward-pass formulas of algorithm.md §4.3 written out in NumPy, central finite
+(Lambert W), the backward-pass formulas of docs/math.md §3.5 written out in NumPy, central finite
 differences (`jax.test_util.check_grads`) and random feasible candidates for optimality.
 Float64 unless a test says otherwise.
 """
@@ -318,7 +318,7 @@ def test_check_grads_active_and_inactive(x64, d):
 
 
 def test_backward_matches_algorithm_formulas(x64):
-    """dLoss/dL~ from jax.grad equals algorithm.md §4.3 (implicit function theorem) in NumPy."""
+    """dLoss/dL~ from jax.grad equals docs/math.md §3.5 (implicit function theorem) in NumPy."""
     rng = np.random.default_rng(5)
     d = 3
     mean, chol, old_mean, old_chol = _random_problem(rng, 3, d, max_log10_cond=1.5)

@@ -2,7 +2,7 @@
 
 Given a prediction q (new network output) and an old distribution q_o (the detached output of the
 previous parameters), return the distribution closest to q that lies inside a KL ball around q_o
-(design.md §3.3, algorithm.md §4):
+(docs/math.md §3):
 
     mean_p, chol_p = projection.project_gaussian(mean, chol, old_mean, old_chol, eps_mu, eps_cov)
     logits_p = projection.project_categorical(logits, old_logits, eps_w, mask=active)
@@ -17,7 +17,7 @@ Modules:
 * `kl`: the KL divergences (mean and covariance parts, categorical).
 
 Gradients. Old parameters (old_mean, old_chol, old_logits) are treated as constants: the old model
-is detached in aVIPS (algorithm.md §1), so they pass through `jax.lax.stop_gradient` and receive
+is detached in aVIPS (docs/math.md §3.9), so they pass through `jax.lax.stop_gradient` and receive
 zero gradient. Gradients flow to the prediction (mean, chol, logits) and to the bounds eps.
 """
 

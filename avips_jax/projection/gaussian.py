@@ -84,7 +84,7 @@ def _check_gaussian_shapes(mean, chol, old_mean, old_chol, eps_mean, eps_cov) ->
 def project_mean(
     mean: chex.Array, old_mean: chex.Array, old_chol: chex.Array, eps: chex.Array
 ) -> chex.Array:
-    """Closed-form mean projection (algorithm.md §4.1), differentiable by ordinary autodiff.
+    """Closed-form mean projection (docs/math.md §3.2), differentiable by ordinary autodiff.
 
     Args:
         mean: (..., d) predicted mean; old_mean: (..., d); old_chol: (..., d, d) (treated as
@@ -197,7 +197,7 @@ def cov_projection_eta(chol: chex.Array, old_chol: chex.Array, eps: chex.Array) 
 
 
 def project_cov(chol: chex.Array, old_chol: chex.Array, eps: chex.Array) -> chex.Array:
-    """KL projection of a covariance onto {Sigma : s(Sigma, Sigma_o) <= eps} (algorithm.md §4.2).
+    """KL projection of a covariance onto {Sigma : s(Sigma, Sigma_o) <= eps} (docs/math.md §3.3).
 
     Computes in the dtype of its inputs (`project_gaussian` promotes to float64 under x64).
 
@@ -228,7 +228,7 @@ def project_gaussian(
     eps_mean: chex.Array,
     eps_cov: chex.Array,
 ) -> tuple[chex.Array, chex.Array]:
-    """Split KL trust-region projection of a batch of Gaussians (design.md §3.3).
+    """Split KL trust-region projection of a batch of Gaussians (docs/math.md §3).
 
     Returns the Gaussian closest to the prediction N(mean, chol chol^T) whose mean part and
     covariance part of KL(. || N(old_mean, old_chol old_chol^T)) are at most eps_mean and eps_cov.

@@ -16,7 +16,7 @@ _LOG_2PI = math.log(2.0 * math.pi)
 
 @dataclasses.dataclass(frozen=True)
 class PlanarIK(base.Target):
-    """Posterior over the joint angles of a planar arm that reaches a goal c (algorithm.md §8.5).
+    """Posterior over the joint angles of a planar arm that reaches a goal c (docs/math.md §8.3).
 
     x = theta in R^n (n = num_links joint angles, radians), c = goal in R^2 (length units).
       log p(theta | c) = log N(theta; 0, diag(s^2)) + log N(FK(theta); c, likelihood_std^2 I_2),

@@ -1,4 +1,4 @@
-"""The TALOS whole-body IK target (GMMVI benchmark, algorithm.md §8.6, robots.md)."""
+"""The TALOS whole-body IK target (GMMVI benchmark; docs/math.md §8.2, docs/robots.md §2.4)."""
 
 import dataclasses
 import math
@@ -73,9 +73,9 @@ class TalosWholeBody(base.Target):
     with f = (sole position, flattened sole rotation). Defaults s_l = 0.05, b = 0.14,
     s_c = 0.01, s_f = 0.02, s_r = 0.1, s_g = 0.02 as in gmmvi. The CoM is the whole-body CoM
     from the URDF inertials including base_link (90.27 kg, `robot.center_of_mass`), which
-    gmmvi's chain-only CoM approximated. gmmvi (and algorithm.md) measure the CoM against the
-    left foot although robots.md calls it the support centre: `com_reference="feet_center"`
-    selects the midpoint of both soles instead. Unnormalised.
+    gmmvi's chain-only CoM approximated. gmmvi's code measures the CoM against the left foot,
+    although a support-polygon reading would use the centre between the feet:
+    `com_reference="feet_center"` selects the midpoint of both soles instead. Unnormalised.
 
     Contexts: the gmmvi context prior c = r (sin b cos a, sin b sin a, cos b), r ~ U(min_radius,
     max_radius), a ~ U(min_azimuth, max_azimuth), b ~ U(min_polar, max_polar) (angles in rad;

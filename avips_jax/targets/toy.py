@@ -1,7 +1,7 @@
 """Normalised conditional toy targets: moving GMM, spiral GMM, banana mixture and funnel.
 
 All are normalised (log Z(c) = 0) and have exact samplers, so -ELBO = KL(q || p) exactly.
-`spiral_gmm`, `banana` and `funnel` follow the thesis targets (algorithm.md §8.1, §8.3, §8.4);
+`spiral_gmm`, `banana` and `funnel` follow the thesis targets (docs/math.md §8.4);
 `moving_gmm` is our easy test target.
 """
 
@@ -187,7 +187,7 @@ class MovingGMM(_SquareBox2D, _ConditionalGMM):
 
 @dataclasses.dataclass(frozen=True)
 class SpiralGMM(_SquareBox2D, _ConditionalGMM):
-    """The thesis spiral GMM (algorithm.md §8.1): d = 2, K_t components, c ~ U(-3, 3)^{d_c}.
+    """The thesis spiral GMM (docs/math.md §8.4): d = 2, K_t components, c ~ U(-3, 3)^{d_c}.
 
     t_i = 14 pi i / K_t, b_i = t_i + 0.1 c_0, mu_i = 0.3 t_i (cos b_i, sin b_i);
     logit_i = sin((i+1) c_0) (i even), cos((i+1) c_1) (i odd);
@@ -252,7 +252,7 @@ _BANANA_N_STD = 4.0
 
 @dataclasses.dataclass(frozen=True)
 class BananaMixture(_SquareBox2D, _NormalizedTarget):
-    """The thesis banana mixture (algorithm.md §8.3): d = 2, d_c = 1, c ~ U(-3, 3).
+    """The thesis banana mixture (docs/math.md §8.4): d = 2, d_c = 1, c ~ U(-3, 3).
 
     Curvatures kappa(c): K_t = 5: (0.2c + 1.5, -0.2c - 1.5, c, 0.5c + 1, -0.5c - 1);
     K_t = 2: (c, 0.5c + 1); K_t = 1: (c) (a single banana). Weights softmax of the alternating
@@ -325,16 +325,16 @@ class BananaMixture(_SquareBox2D, _NormalizedTarget):
 
 @dataclasses.dataclass(frozen=True)
 class Funnel(_NormalizedTarget):
-    """The thesis conditional funnel (algorithm.md §8.4), c ~ U(-3, 3)^{d_c}.
+    """The thesis conditional funnel (docs/math.md §8.4), c ~ U(-3, 3)^{d_c}.
 
     sigma(c) = sin(3 c_0 c_1 + 1) + 1.1 (d_c = 2) or sin(3 c_0 + 1) + 1.1 (d_c = 1);
     x_0 ~ N(0, sigma^2), x_{1..d-1} | x_0 ~ N(0, exp(v) I) with v = max(x_0, log_var_floor).
 
     The floor (default -20, i.e. 9.5 sigma_max below the mean) keeps log p finite for extreme
-    negative x_0, where exp(-x_0) would overflow float32 (pitfall 10 of algorithm.md §10.1). Each
-    conditional stays a normalised Gaussian, so log Z = 0 exactly and `sample` uses the same
-    floor; it changes the density only where x_0 < floor, a region of mass < 1e-20. The box is
-    +-5 sigma_max for x_0 and +-5 marginal stds (5 exp(sigma_max^2 / 4)) for the others.
+    negative x_0, where exp(-x_0) would overflow float32. Each conditional stays a normalised
+    Gaussian, so log Z = 0 exactly and `sample` uses the same floor; it changes the density only
+    where x_0 < floor, a region of mass < 1e-20. The box is +-5 sigma_max for x_0 and +-5
+    marginal stds (5 exp(sigma_max^2 / 4)) for the others.
     """
 
     dim: int = 10

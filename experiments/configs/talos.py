@@ -1,6 +1,6 @@
 """TALOS whole-body IK (34-D: 28 joints, base xyz, base rpy; context = left-gripper xyz).
 
-The target (algorithm.md §8.6): joint limits, centre of mass over the support, both feet flat at
+The target (docs/math.md §8.2): joint limits, centre of mass over the support, both feet flat at
 their stances, left gripper at the context. Usage: `--config=experiments/configs/talos.py`
 (preset "quick") or `talos.py:full`.
 """
@@ -14,7 +14,7 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
     """`preset` is "<preset>[,<method>]" as for every robot config (common.ik_config)."""
     c = common.ik_config("talos", preset)
     c.target.name = "talos"
-    # The target's other settings keep their defaults (robots.md); override any field of
+    # The target's other settings keep their defaults (docs/math.md §8.2); override any field of
     # avips_jax.targets.TalosWholeBody with --config.target.kwargs.<field> after adding it here.
     c.target.kwargs = ml_collections.ConfigDict()
     c.target.kwargs.gripper_std = 0.02  # metres: the left-gripper likelihood width

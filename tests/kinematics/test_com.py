@@ -1,4 +1,4 @@
-"""Whole-body centre of mass from the URDF inertials, against pinocchio and robots.md."""
+"""Whole-body centre of mass from the URDF inertials, against pinocchio and docs/robots.md."""
 
 import jax
 import numpy as np
@@ -8,8 +8,9 @@ import pytest
 from avips_jax import kinematics
 from tests.kinematics import references
 
-# robots.md: TALOS CoM at q = 0, fixed base at identity, in base_link (pinocchio's fixed-base
-# centerOfMass, which leaves out the mass on its universe joint: base_link, 13.5381 kg).
+# docs/robots.md §2.4: TALOS CoM at q = 0, fixed base at identity, in base_link (pinocchio's
+# fixed-base centerOfMass, which leaves out the mass on its universe joint: base_link,
+# 13.5381 kg).
 TALOS_COM_Q0_ROBOTS_MD = (-0.013777657, -0.000031589, -0.169815628)
 TALOS_TOTAL_MASS = 90.272192
 

@@ -1,4 +1,5 @@
-"""The registry contract: names, joint orders, limits, authored files vs robots.md, short chains."""
+"""The registry contract: names, joint orders, limits, authored files vs docs/robots.md, short
+chains."""
 
 import math
 
@@ -10,7 +11,7 @@ from avips_jax import kinematics
 from avips_jax.kinematics import urdf
 from tests.kinematics import references
 
-# Typed from the tables of robots.md: joint -> (parent link, origin xyz, axis, lower, upper).
+# Typed from docs/robots.md §2.2, §2.3: joint -> (parent link, origin xyz, axis, lower, upper).
 VALKYRIE_TABLE = {
     "torsoYaw": ("pelvis", (0.0, 0.0, 0.0), (0, 0, 1), -1.329, 1.181),
     "torsoPitch": ("torsoYawLink", (0.04191, 0.0, 0.0), (0, 1, 0), -0.13, 0.666),
@@ -124,7 +125,7 @@ def test_short_chains_hold_leading_joints_at_zero(short, long, n_leading):
 
 
 def test_valkyrie_arm_palm_arc():
-    """robots.md: the 4-DOF palm lies on a horizontal arc, radius 0.288221 m, centre
+    """docs/robots.md §3: the 4-DOF palm lies on a horizontal arc, radius 0.288221 m, centre
     (0.03571, 0.5799), z = 0.3187 m, moved by leftElbowPitch only."""
     robot = kinematics.load_robot("valkyrie_arm")
     q = references.random_q(robot, 100, seed=5)

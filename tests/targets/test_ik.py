@@ -182,7 +182,7 @@ def test_position_error_and_skeleton():
 def test_workspace_radius_from_the_tree():
     target = ik.IKTarget()
     centre, radius = target.workspace
-    # By hand from the Panda joint origins (robots.md): link offsets after the first joint.
+    # By hand from the Panda joint origins (docs/robots.md §2.1): link offsets after joint 1.
     expected = 0.316 + 0.0825 + math.hypot(0.0825, 0.384) + 0.088 + 0.107
     assert radius == pytest.approx(expected, abs=1e-12)
     np.testing.assert_allclose(centre, [0, 0, 0.333])

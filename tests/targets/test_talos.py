@@ -21,7 +21,7 @@ FEET = {"left_sole_link": (-0.02, 0.09, 0.0), "right_sole_link": (-0.02, -0.09, 
 
 
 def _reference_log_prob(x, c, com_reference="left_foot"):
-    """Terms 1-5 of algorithm.md §8.6 with pinocchio (free-flyer base) and scipy.stats."""
+    """Terms 1-5 of docs/math.md §8.2 with pinocchio (free-flyer base) and scipy.stats."""
     ref = references.pin_reference("talos", free_flyer=True)
     robot = ref.robot
     q, xyz, rpy = x[:28], x[28:31], x[31:]
