@@ -10,6 +10,8 @@ from avips_jax import adaptation, components, fit, networks
 from experiments.configs import panda as panda_configs
 from tests.test_train import _small_config
 
+pytestmark = pytest.mark.usefixtures("fast_compiles")
+
 
 def _adam_states(opt_state):
     is_adam = lambda node: isinstance(node, optax.ScaleByAdamState)
