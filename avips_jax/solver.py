@@ -21,8 +21,6 @@ import ml_collections
 import numpy as np
 
 from avips_jax import model as model_lib
-from avips_jax import refine as refine_lib
-from avips_jax import rotations
 from avips_jax.kinematics import robot as robot_lib
 from avips_jax.targets import base
 
@@ -156,9 +154,8 @@ class IKSolver:
         contexts = jnp.asarray(self.check_targets(targets), jnp.float32)
         if isinstance(key, int | np.integer):
             key = jax.random.key(int(key))
-        model = self.model if latent_scale == 1.0 else self.model.with_latent_scale(latent_scale)
         q = _sample(
-            model,
+            self.model.with_latent_scale(latent_scale),
             key,
             contexts,
             target=self.target,
@@ -178,10 +175,5 @@ def _sample(model, key, contexts, *, target, n, refine, clamp, num_iterations):
     if clamp or refine:
         q = jnp.clip(q, jnp.asarray(robot.lower, q.dtype), jnp.asarray(robot.upper, q.dtype))
     if refine:
-        rotation = None
-        if contexts.shape[-1] == 7:
-            rotation = rotations.quaternion_to_matrix(contexts[:, None, 3:])
-        q = refine_lib.refine(
-            robot, q, contexts[:, None, :3], rotation, num_iterations=num_iterations
-        )
+        q = target.refine_points(q, contexts[:, None], num_iterations)
     return q

@@ -92,21 +92,20 @@ def test_docs_index_lists_every_page():
             assert f"({page.name})" in index, f"docs/README.md does not link {page.name}"
 
 
+def findings(check) -> dict[str, list[str]]:
+    """{file: what `check(text)` found in it} over the scanned files, files without findings
+    left out."""
+    found = {_relative(path): check(path.read_text(encoding="utf-8")) for path in scanned_files()}
+    return {name: lines for name, lines in found.items() if lines}
+
+
 def test_no_file_refers_to_documents_outside_the_repository():
-    found = {}
-    for path in scanned_files():
-        mentions = external_mentions(path.read_text(encoding="utf-8"))
-        if mentions:
-            found[_relative(path)] = mentions
+    found = findings(external_mentions)
     assert not found, f"references to documents outside the repository: {found}"
 
 
 def test_docs_pointers_name_existing_files_and_sections():
-    found = {}
-    for path in scanned_files():
-        bad = bad_pointers(path.read_text(encoding="utf-8"))
-        if bad:
-            found[_relative(path)] = bad
+    found = findings(bad_pointers)
     assert not found, f"pointers to missing docs files or sections: {found}"
 
 
