@@ -64,6 +64,12 @@ def default_config() -> ml_collections.ConfigDict:
     # spread-out model. 0 (pure reverse-KL VIPS from the start) disables it.
     c.train.warm_start_steps = 0
     c.train.warm_start_pairs = 256
+    # Forward-KL term kept throughout training (NOT pure reverse-KL VI): the loss adds
+    # `forward_kl_weight` times the negative log-likelihood of the model on `forward_kl_pairs`
+    # fresh valid pairs (c = FK(q), q uniform in the limits; IK targets only), the mass-covering
+    # direction that the reverse KL of VIPS lacks (train.make_vips_step). 0 disables it.
+    c.train.forward_kl_weight = 0.0
+    c.train.forward_kl_pairs = 256
     # Target annealing (tempering): for the first `anneal_fraction` of the steps the objective
     # sees beta * log p(x | c), beta rising log-linearly from `anneal_start` to 1
     # (train.target_beta), so that the components spread over the wide tempered target before it
@@ -225,6 +231,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         )
     if t.warm_start_steps and t.warm_start_pairs < 1:
         raise ValueError(f"train.warm_start_pairs must be >= 1, got {t.warm_start_pairs}.")
+    if not 0.0 <= t.forward_kl_weight < float("inf"):  # also refuses NaN
+        raise ValueError(
+            f"train.forward_kl_weight must be finite and >= 0, got {t.forward_kl_weight}."
+        )
+    if t.forward_kl_weight and t.forward_kl_pairs < 1:
+        raise ValueError(f"train.forward_kl_pairs must be >= 1, got {t.forward_kl_pairs}.")
     if not 0.0 <= t.anneal_fraction <= 1.0:
         raise ValueError(f"train.anneal_fraction must be in [0, 1], got {t.anneal_fraction}.")
     if t.anneal_fraction and not 0.0 < t.anneal_start <= 1.0:

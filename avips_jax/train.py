@@ -257,6 +257,34 @@ def make_train_step(
     return train_step
 
 
+def make_pair_nll(
+    module: networks.ConditionalGMM, target: Target, num_pairs: int, setting: str
+) -> Callable:
+    """nll(params, slots, active, key) -> (loss, pred): the mean negative log-likelihood of the
+    model on `num_pairs` fresh valid pairs (c, q), q uniform in the robot's joint limits and
+    c = target.contexts_from_joints(q) (`baselines.valid_pairs`): a Monte-Carlo estimate, up to a
+    constant, of the forward KL from the pairs' conditional p(q | c) to the model, averaged over
+    the contexts the pairs reach. `pred` is the model at those contexts.
+
+    Raises:
+        ValueError: naming `setting`, if the target has no `contexts_from_joints` (an IK target
+            is needed).
+    """
+    if not hasattr(target, "contexts_from_joints"):
+        raise ValueError(
+            f"{setting} > 0 needs an IK target with contexts_from_joints; target "
+            f"{getattr(target, 'name', target)!r} has none"
+        )
+
+    def nll(params, slots, active, key):
+        contexts, q = valid_pairs.valid_pairs(target, key, num_pairs)
+        pred = module.apply({"params": params, networks.SLOTS: slots}, contexts)
+        log_q = gmm.log_prob(pred, active, q[None].astype(pred.means.dtype))  # (1, N)
+        return -jnp.mean(log_q), pred
+
+    return nll
+
+
 def make_warm_start_step(
     config: ml_collections.ConfigDict,
     module: networks.ConditionalGMM,
@@ -276,18 +304,7 @@ def make_warm_start_step(
     Raises:
         ValueError: if the target has no `contexts_from_joints` (an IK target is needed).
     """
-    if not hasattr(target, "contexts_from_joints"):
-        raise ValueError(
-            f"train.warm_start_steps > 0 needs an IK target with contexts_from_joints; target "
-            f"{getattr(target, 'name', target)!r} has none"
-        )
-    num_pairs = config.train.warm_start_pairs
-
-    def nll(params, slots, active, key):
-        contexts, q = valid_pairs.valid_pairs(target, key, num_pairs)
-        pred = module.apply({"params": params, networks.SLOTS: slots}, contexts)
-        log_q = gmm.log_prob(pred, active, q[None].astype(pred.means.dtype))  # (1, N)
-        return -jnp.mean(log_q), pred
+    nll = make_pair_nll(module, target, config.train.warm_start_pairs, "train.warm_start_steps")
 
     def warm_step(state: TrainState, contexts: chex.Array) -> tuple[TrainState, Metrics]:
         key, pair_key = jax.random.split(state.key)
@@ -332,10 +349,35 @@ def make_vips_step(
 ) -> Callable[[TrainState, chex.Array], tuple[TrainState, Metrics]]:
     """The jitted aVIPS step `(state, contexts (B, d_c)) -> (state, metrics)` (module docstring).
 
+    With `train.forward_kl_weight` lambda > 0 the loss also holds lambda times the negative
+    log-likelihood of the model on `train.forward_kl_pairs` fresh valid pairs (`make_pair_nll`,
+    metric "forward_kl_nll"): a mass-covering forward-KL term beside VIPS's mode-seeking reverse
+    KL, so the objective is no longer pure reverse-KL VI. It acts on the raw network output (not
+    through the projection) and its samples come from the step's key, split further only when on.
+
     Contexts may be sharded over devices along B (data parallelism with `jax.sharding`); the
     parameters are replicated and XLA inserts the reductions.
     """
-    loss_fn = make_loss_fn(config, module, target)
+    vips_loss_fn = make_loss_fn(config, module, target)
+    forward_kl_weight = config.train.forward_kl_weight
+    if forward_kl_weight > 0:
+        pair_nll = make_pair_nll(
+            module, target, config.train.forward_kl_pairs, "train.forward_kl_weight"
+        )
+
+        def loss_fn(params, slots, old, active, tr, contexts, key, beta):
+            # Not pure reverse-KL VI: + lambda * forward KL on valid pairs.
+            key, pair_key = jax.random.split(key)
+            loss, (aux, paired) = vips_loss_fn(params, slots, old, active, tr, contexts, key, beta)
+            nll, _ = pair_nll(params, slots, active, pair_key)
+            return loss + forward_kl_weight * nll, (aux, paired, nll)
+
+    else:
+
+        def loss_fn(params, slots, old, active, tr, contexts, key, beta):
+            loss, (aux, paired) = vips_loss_fn(params, slots, old, active, tr, contexts, key, beta)
+            return loss, (aux, paired, None)
+
     tr_cfg = config.trust_region
     adaptive = config.trust_region.adaptive and config.projection.enabled
     hold_old = config.projection.hold_old_steps
@@ -348,7 +390,7 @@ def make_vips_step(
         old = jax.lax.stop_gradient(module.apply(old_vars, contexts))
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
         beta = target_beta(state.step, *anneal)
-        (loss, (aux, paired)), grads = grad_fn(
+        (loss, (aux, paired, pair_nll_value)), grads = grad_fn(
             state.params,
             state.slots,
             old,
@@ -412,6 +454,8 @@ def make_vips_step(
             "eps_cov": new_state.trust_region.eps_cov,
             "mean_weights": jnp.mean(weights, axis=0),
         }
+        if pair_nll_value is not None:
+            metrics["forward_kl_nll"] = pair_nll_value
         return new_state, metrics
 
     return jax.jit(train_step)

@@ -1,5 +1,6 @@
-"""The mass-covering warm start (train.make_warm_start_step): maximum likelihood on valid pairs
-for the first steps, then aVIPS."""
+"""The mass-covering terms on valid pairs: the warm start (train.make_warm_start_step, maximum
+likelihood for the first steps, then aVIPS) and the forward-KL term kept beside VIPS's loss
+(train.forward_kl_weight)."""
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +12,8 @@ from avips_jax import fit, gmm
 from avips_jax.baselines import valid_pairs
 from experiments.configs import common, panda
 from tests.test_train import _small_config
+
+pytestmark = pytest.mark.usefixtures("fast_compiles")
 
 
 def _tiny_panda(*overrides):
@@ -58,6 +61,29 @@ def test_warm_start_fits_valid_pairs_then_hands_over_to_vips():
     assert np.isfinite(float(metrics["elbo"]))
 
 
+def _held_out_nll(module, state, pairs):
+    pred = module.apply(state.variables, pairs[0])
+    return -float(jnp.mean(gmm.log_prob(pred, state.active, pairs[1][None])))
+
+
+def test_forward_kl_term_pulls_the_model_onto_valid_pairs_beside_vips():
+    pairs = valid_pairs.valid_pairs(fit.build(_tiny_panda())[0], jax.random.PRNGKey(99), 512)
+    nll = {}
+    for weight in (0.0, 1.0):
+        c = _tiny_panda("train.warm_start_steps=0", f"train.forward_kl_weight={weight}")
+        target, module, _, state, step_fn = fit.build(c)
+        pairs = pairs or valid_pairs.valid_pairs(target, jax.random.PRNGKey(99), 512)
+        contexts = target.sample_contexts(jax.random.PRNGKey(5), c.train.batch_contexts)
+        for _ in range(c.train.num_steps):
+            state, metrics = step_fn(state, contexts)
+            assert int(metrics["skipped"]) == 0
+        assert ("forward_kl_nll" in metrics) == (weight > 0)
+        assert np.isfinite(float(metrics["elbo"]))
+        nll[weight] = _held_out_nll(module, state, pairs)
+    # Same seed and steps: the term is what makes the held-out pairs more likely.
+    assert nll[1.0] < nll[0.0] - 1.0, nll
+
+
 def test_warm_start_settings_are_checked():
     with pytest.raises(ValueError, match="warm_start_steps"):
         config_lib.validate_config(_tiny_panda("train.warm_start_steps=60"))
@@ -66,4 +92,16 @@ def test_warm_start_settings_are_checked():
     # A target without contexts_from_joints (a toy GMM) cannot make pairs: named error.
     toy = _small_config(**{"train.warm_start_steps": 2})
     with pytest.raises(ValueError, match="contexts_from_joints"):
+        fit.build(toy)
+    for bad in (-0.5, float("nan"), float("inf")):
+        c = _tiny_panda()
+        c.train.forward_kl_weight = bad
+        with pytest.raises(ValueError, match="forward_kl_weight"):
+            config_lib.validate_config(c)
+    with pytest.raises(ValueError, match="forward_kl_pairs"):
+        config_lib.validate_config(
+            _tiny_panda("train.forward_kl_weight=1.0", "train.forward_kl_pairs=0")
+        )
+    toy = _small_config(**{"train.forward_kl_weight": 1.0})
+    with pytest.raises(ValueError, match="train.forward_kl_weight > 0 needs"):
         fit.build(toy)
