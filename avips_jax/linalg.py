@@ -1,14 +1,18 @@
-"""Small dense linear algebra in plain jnp: triangular solves and Cholesky, LAPACK-free.
+"""Small dense linear algebra: triangular solves and Cholesky, LAPACK-free on CPU.
 
-Written in jnp (fori_loops over the static dimension d) instead of
-jax.lax.linalg / jnp.linalg. On CPU, jaxlib 0.10.2 runs its batched LAPACK kernels (potrf, trsm,
-syevd, ...; jaxlib/cpu/lapack_kernels.cc, ParallelBatchMap) as chunks on the XLA:CPU intra-op
-pool and blocks the calling pool thread until they finish: once as many such kernels run
-concurrently as the pool has threads (2 on a 2-core host), every thread waits and the process
-hangs at 0% CPU, with or without --xla_cpu_multi_thread_eigen=false (seen here with 3000
-Gaussians of d = 34). The loops below are as fast as LAPACK for d <= 34, vectorise over the
-batch, and carry their own derivative rules (custom_linear_solve, custom_jvp) so that autodiff
-never stores per-iteration state.
+On CPU, written in jnp (fori_loops over the static dimension d) instead of jax.lax.linalg /
+jnp.linalg: jaxlib 0.10.2 runs its batched CPU LAPACK kernels (potrf, trsm, syevd, ...;
+jaxlib/cpu/lapack_kernels.cc, ParallelBatchMap) as chunks on the XLA:CPU intra-op pool and blocks
+the calling pool thread until they finish: once as many such kernels run concurrently as the pool
+has threads (2 on a 2-core host), every thread waits and the process hangs at 0% CPU, with or
+without --xla_cpu_multi_thread_eigen=false (seen here with 3000 Gaussians of d = 34). The loops
+are as fast as LAPACK for d <= 34, vectorise over the batch, and carry their own derivative rules
+(custom_linear_solve, custom_jvp) so that autodiff never stores per-iteration state.
+
+The deadlock is XLA:CPU's: on every other platform (GPU, TPU) `forward_substitution` and
+`cholesky` lower to the platform's own solvers (`jax.lax.platform_dependent`; only the branch of
+the platform compiled for is lowered), with the same conventions (a failed factorisation is
+marked by -1 on the diagonal, never NaN).
 """
 
 import chex
@@ -30,7 +34,25 @@ def put(x: chex.Array, value: chex.Array, i: chex.Array, axis: int) -> chex.Arra
 
 
 def forward_substitution(lower: chex.Array, rhs: chex.Array) -> chex.Array:
-    """lower^{-1} rhs for lower (..., d, d) and rhs (..., d, m); reads only the lower triangle."""
+    """lower^{-1} rhs for lower (..., d, d) and rhs (..., d, m); reads only the lower triangle.
+
+    The jnp loop on CPU, the platform's triangular solve elsewhere (module docstring)."""
+    return jax.lax.platform_dependent(
+        lower, rhs, cpu=_forward_substitution_loop, default=_forward_substitution_native
+    )
+
+
+def _forward_substitution_native(lower: chex.Array, rhs: chex.Array) -> chex.Array:
+    shape = jnp.broadcast_shapes(lower.shape[:-2], rhs.shape[:-2])
+    lower = jnp.broadcast_to(lower, shape + lower.shape[-2:])
+    rhs = jnp.broadcast_to(rhs, shape + rhs.shape[-2:])
+    dtype = jnp.result_type(lower, rhs)
+    return jax.lax.linalg.triangular_solve(
+        jnp.tril(lower).astype(dtype), rhs.astype(dtype), left_side=True, lower=True
+    )
+
+
+def _forward_substitution_loop(lower: chex.Array, rhs: chex.Array) -> chex.Array:
     d = lower.shape[-1]
     cols = jnp.arange(d)
 
@@ -91,9 +113,18 @@ def cholesky(mat: chex.Array) -> chex.Array:
 
     A failed factorisation (non-positive pivot) leaves -1 on the diagonal: test it with
     `_diag(chol) > 0`. The factor stays finite (never NaN), so callers can fall back with
-    `jnp.where` without poisoning gradients.
+    `jnp.where` without poisoning gradients. The jnp loop on CPU, the platform's Cholesky
+    elsewhere (module docstring).
     """
-    return _cholesky_loop(mat)
+    return jax.lax.platform_dependent(mat, cpu=_cholesky_loop, default=_cholesky_native)
+
+
+def _cholesky_native(mat: chex.Array) -> chex.Array:
+    """The platform's Cholesky; a failed factorisation (NaN factor) becomes -I, so that the
+    diagonal holds -1 as in `_cholesky_loop`."""
+    chol = jax.lax.linalg.cholesky(mat, symmetrize_input=False)  # reads the lower triangle
+    failed = ~jnp.all(jnp.isfinite(chol), axis=(-2, -1), keepdims=True)
+    return jnp.where(failed, -jnp.eye(mat.shape[-1], dtype=chol.dtype), chol)
 
 
 @cholesky.defjvp

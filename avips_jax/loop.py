@@ -275,7 +275,8 @@ def run_loop(
         on_step: called as on_step(StepReport) after every step.
 
     Raises:
-        NonFiniteContextError: if a sampled context is NaN or infinite.
+        NonFiniteContextError: if a sampled context is NaN or infinite (checked, with the other
+            per-step flags, at the next log step: the steps in between were skipped updates).
     """
     t = config.train
     sample_contexts = jax.jit(lambda key: target.sample_contexts(key, t.batch_contexts))
@@ -290,16 +291,21 @@ def run_loop(
         desc=config.method,
         dynamic_ncols=True,
     )
+    unchecked = []  # (step, device flags) since the last check: read on log steps only
     for step in bar:
         step_key = jax.random.fold_in(loop_key, step)
         contexts = shard_contexts(mesh, sample_contexts(step_key))
         state, metrics = step_fn(state, contexts)
-        _check_step(metrics, step, target)
+        unchecked.append((step, _step_flags(metrics)))
+        log_step = (step + 1) % t.log_every == 0 or step + 1 == t.num_steps
+        if log_step:
+            _check_steps(unchecked, target)
+            unchecked.clear()
         if adapt is not None:
             state, events = adapt(step, state, contexts, step_key)
             records.events.extend(events)
         scalars = None
-        if (step + 1) % t.log_every == 0 or step + 1 == t.num_steps:
+        if log_step:
             scalars = {"step": step + 1, **_scalars(metrics)}
             scalars |= log_scalars(state, contexts, jax.random.fold_in(step_key, 13))
             scalars |= clock.lap(step + 1)
@@ -322,15 +328,20 @@ def _show(bar: tqdm.tqdm, scalars: dict) -> None:
     bar.set_postfix(shown)
 
 
-def _check_step(metrics: dict, step: int, target: targets.Target) -> None:
-    """Raises for a non-finite context batch; warns about a skipped (non-finite) update."""
-    contexts_finite, skipped = jax.device_get(
-        (metrics.get("contexts_finite", True), metrics.get("skipped", 0))
-    )
-    if not contexts_finite:
-        raise NonFiniteContextError(
-            f"step {step}: the context batch contains NaN or inf values "
-            f"(target {target.name!r}); fix the context source."
-        )
-    if skipped:
-        logger.warning("step %d skipped: non-finite loss, gradient or target", step + 1)
+def _step_flags(metrics: dict) -> tuple:
+    """(contexts_finite, skipped) of one step's metrics, left on the device."""
+    return metrics.get("contexts_finite", True), metrics.get("skipped", 0)
+
+
+def _check_steps(flags: list[tuple[int, tuple]], target: targets.Target) -> None:
+    """Reads the flags of the steps since the last check in one transfer (reading them every step
+    would block async dispatch): raises for the first non-finite context batch, warns about each
+    skipped (non-finite) update."""
+    for step, (contexts_finite, skipped) in jax.device_get(flags):
+        if not contexts_finite:
+            raise NonFiniteContextError(
+                f"step {step}: the context batch contains NaN or inf values "
+                f"(target {target.name!r}); fix the context source."
+            )
+        if skipped:
+            logger.warning("step %d skipped: non-finite loss, gradient or target", step + 1)

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 
+from avips_jax import runtime
 from avips_jax.kinematics import errors as kinematics_errors
 from avips_jax.solver import IKSolver
 
@@ -113,4 +114,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    runtime.set_cpu_safety_flags()
     sys.exit(main())

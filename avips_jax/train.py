@@ -147,7 +147,7 @@ def create_train_state(
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=variables["params"],
-        old_params=variables["params"],
+        old_params=jax.tree.map(jnp.copy, variables["params"]),  # own buffers: the step donates
         slots=variables[networks.SLOTS],
         opt_state=optimizer.init(variables["params"]),
         trust_region=trust_region.init_trust_region(m.num_components, p.eps_mean, p.eps_cov),
@@ -292,6 +292,7 @@ def make_warm_start_step(
     optimizer: optax.GradientTransformation,
 ) -> Callable[[TrainState, chex.Array], tuple[TrainState, Metrics]]:
     """The jitted mass-covering warm-start step: maximum likelihood on valid pairs, NOT VIPS.
+    Donates the state's buffers, as `make_vips_step`.
 
     Each step draws `train.warm_start_pairs` fresh pairs (c, q): q uniform in the robot's joint
     limits, c = target.contexts_from_joints(q) (`baselines.valid_pairs`), and takes one Adam step
@@ -338,7 +339,7 @@ def make_warm_start_step(
         }
         return new_state, metrics
 
-    return jax.jit(warm_step)
+    return jax.jit(warm_step, donate_argnums=0)
 
 
 def make_vips_step(
@@ -348,6 +349,7 @@ def make_vips_step(
     optimizer: optax.GradientTransformation,
 ) -> Callable[[TrainState, chex.Array], tuple[TrainState, Metrics]]:
     """The jitted aVIPS step `(state, contexts (B, d_c)) -> (state, metrics)` (module docstring).
+    The state's buffers are donated: the state passed in is invalid after the call.
 
     With `train.forward_kl_weight` lambda > 0 the loss also holds lambda times the negative
     log-likelihood of the model on `train.forward_kl_pairs` fresh valid pairs (`make_pair_nll`,
@@ -458,4 +460,4 @@ def make_vips_step(
             metrics["forward_kl_nll"] = pair_nll_value
         return new_state, metrics
 
-    return jax.jit(train_step)
+    return jax.jit(train_step, donate_argnums=0)

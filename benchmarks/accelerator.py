@@ -43,8 +43,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from jax.sharding import Mesh, NamedSharding, PartitionSpec  # noqa: E402
 
-import avips_jax  # noqa: E402, F401  (adds its XLA:CPU safety flags before jax starts)
-from avips_jax import fit, hardware, loop  # noqa: E402
+from avips_jax import fit, hardware, loop, runtime  # noqa: E402
 from avips_jax import model as model_lib  # noqa: E402
 
 AXIS = "data"
@@ -565,5 +564,6 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    runtime.set_cpu_safety_flags()
     define_flags()
     app.run(main)

@@ -18,6 +18,7 @@ import sys
 
 from absl import app, flags
 
+from avips_jax import runtime
 from benchmarks import train_step
 from experiments import compare_report
 from experiments.configs import common, panda
@@ -144,5 +145,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    runtime.set_cpu_safety_flags()
     define_flags()
     app.run(main)

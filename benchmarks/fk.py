@@ -47,16 +47,12 @@ import tempfile
 import time
 
 _XLA_FLAGS_GIVEN = os.environ.get("XLA_FLAGS")  # as the user ran the script, for the record
-# Must precede jax's backend start: multi-threaded Eigen has deadlocked on these hosts.
-_NO_EIGEN_THREADS = "--xla_cpu_multi_thread_eigen=false"
-if _NO_EIGEN_THREADS not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_NO_EIGEN_THREADS}".strip()
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pinocchio as pin  # noqa: E402
 
-from avips_jax import hardware, kinematics  # noqa: E402
+from avips_jax import hardware, kinematics, runtime  # noqa: E402
 
 FULL_ROBOTS = kinematics.available_robots()
 FULL_BATCHES = (1_000, 100_000, 1_000_000)
@@ -368,7 +364,7 @@ def _header(args, argv: list[str], cpus: tuple[int, ...], torch_result, torch_no
         f"- JAX devices: {', '.join(f'{d} ({d.device_kind})' for d in devices)}; "
         f"backend {jax.default_backend()}",
         f"- Versions: {', '.join(versions)}",
-        f"- XLA_FLAGS in effect (this script and `import avips_jax` add CPU-safety flags): "
+        f"- XLA_FLAGS in effect (the script adds `avips_jax.runtime`'s CPU-safety flags): "
         f"`{os.environ.get('XLA_FLAGS', '')}`",
         f"- pytorch_kinematics: {torch_note}",
         f"- Load average (1 min) at the end of the run: {os.getloadavg()[0]:.2f} "
@@ -508,4 +504,5 @@ def main(argv: list[str] | None = None) -> str:
 
 
 if __name__ == "__main__":
+    runtime.set_cpu_safety_flags()
     main()

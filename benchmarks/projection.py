@@ -20,11 +20,6 @@ import platform
 import sys
 import time
 
-# Must precede the jax import: multi-threaded Eigen has deadlocked on these hosts.
-if "--xla_cpu_multi_thread_eigen=false" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (
-        os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
-    )
 # Must precede the numpy import: the per-sample baseline is single-threaded (as the C++ code);
 # a threaded BLAS on tiny matrices only adds synchronisation (ms per call on a busy host).
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -36,7 +31,7 @@ import numpy as np  # noqa: E402
 import scipy.linalg  # noqa: E402
 import scipy.optimize  # noqa: E402
 
-from avips_jax import hardware, projection  # noqa: E402
+from avips_jax import hardware, projection, runtime  # noqa: E402
 from benchmarks import train_step  # noqa: E402
 
 _FULL_SIZES = (1_000, 10_000, 100_000, 1_000_000)
@@ -311,4 +306,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    runtime.set_cpu_safety_flags()
     main()

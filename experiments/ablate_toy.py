@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from avips_jax import evaluation, fit, gmm
+from avips_jax import evaluation, fit, gmm, runtime
 from experiments.configs import common
 from experiments.configs import planar as planar_configs
 from experiments.configs import toy as toy_configs
@@ -185,4 +185,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    runtime.set_cpu_safety_flags()
     app.run(main)

@@ -31,7 +31,16 @@ import ml_collections
 import numpy as np
 from absl import app, flags, logging
 
-from avips_jax import baselines, checkpoint, ik_evaluation, ik_metrics, networks, refine, targets
+from avips_jax import (
+    baselines,
+    checkpoint,
+    ik_evaluation,
+    ik_metrics,
+    networks,
+    refine,
+    runtime,
+    targets,
+)
 from experiments import (
     compare_claims,
     compare_figure,
@@ -420,5 +429,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    runtime.set_cpu_safety_flags()
     define_flags()
     app.run(main)

@@ -20,7 +20,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from avips_jax import checkpoint, ik_evaluation, ik_metrics, plots, refine
+from avips_jax import checkpoint, ik_evaluation, ik_metrics, plots, refine, runtime
 
 FLAGS = flags.FLAGS
 
@@ -245,5 +245,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    runtime.set_cpu_safety_flags()
     define_flags()
     app.run(main)

@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from scipy.spatial.transform import Rotation
 
-from avips_jax import kinematics
+from avips_jax import kinematics, runtime
 from avips_jax.kinematics import robots as robots_lib
 
 DEMO_ROBOTS = (
@@ -370,4 +370,5 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
+    runtime.set_cpu_safety_flags()
     app.run(main)

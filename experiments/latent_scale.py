@@ -23,7 +23,7 @@ import tempfile
 import numpy as np
 from absl import app, flags, logging
 
-from avips_jax import checkpoint, refine
+from avips_jax import checkpoint, refine, runtime
 from experiments import compare_report, compare_table, evaluate, seeds
 
 FLAGS = flags.FLAGS
@@ -191,6 +191,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    runtime.set_cpu_safety_flags()
     flags.DEFINE_string("runs_dir", "runs/seeds", "Holds <runs_dir>/seed<t>/<robot>/<method>.")
     flags.DEFINE_string("robot", "panda", "Robot (experiments/configs/<robot>.py).")
     flags.DEFINE_list("methods", ["avips", "vanilla_gmm"], "GMM methods to evaluate.")

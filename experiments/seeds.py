@@ -21,7 +21,7 @@ import sys
 import numpy as np
 from absl import app, flags, logging
 
-from avips_jax import checkpoint
+from avips_jax import checkpoint, runtime
 from experiments import compare, compare_report, compare_table
 
 FLAGS = flags.FLAGS
@@ -232,6 +232,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    runtime.set_cpu_safety_flags()
     compare.define_flags()
     flags.DEFINE_list("train_seeds", ["0", "1", "2"], "Training seeds (config.seed) to run.")
     FLAGS.set_default("runs_dir", "runs/seeds")

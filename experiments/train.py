@@ -23,7 +23,7 @@ import tensorboardX
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from avips_jax import checkpoint, fit, targets
+from avips_jax import checkpoint, fit, runtime, targets
 from avips_jax.config import validate_config
 
 HISTORY_FILE = "history.jsonl"
@@ -228,5 +228,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    runtime.set_cpu_safety_flags()
     define_flags()
     app.run(main, flags_parser=parse_flags)

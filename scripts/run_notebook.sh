@@ -7,7 +7,7 @@
 # (no stream coalescing) and writes per-cell timing metadata; this uses nbclient directly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# XLA:CPU has deadlocked on batched small solves here (see avips_jax/__init__.py); the kernel
+# XLA:CPU has deadlocked on batched small solves here (see avips_jax/runtime.py); the kernel
 # inherits this environment.
 export XLA_FLAGS="${XLA_FLAGS:-} --xla_cpu_multi_thread_eigen=false --xla_cpu_enable_concurrency_optimized_scheduler=false"
 export MPLBACKEND=Agg

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
-# XLA:CPU has deadlocked on batched small solves here (see avips_jax/__init__.py).
+# XLA:CPU has deadlocked on batched small solves here (see avips_jax/runtime.py).
 export XLA_FLAGS="${XLA_FLAGS:-} --xla_cpu_multi_thread_eigen=false --xla_cpu_enable_concurrency_optimized_scheduler=false"
 export MPLBACKEND=Agg
 # Many tests build the same jitted programs (each fit.build makes a new train-step closure, and

@@ -4,7 +4,9 @@ import os
 
 import pytest
 
-import avips_jax  # noqa: F401  (sets the XLA:CPU flags that avoid deadlocks before jax starts)
+from avips_jax import runtime
+
+runtime.set_cpu_safety_flags()  # the XLA:CPU flags that avoid deadlocks, before jax starts
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 

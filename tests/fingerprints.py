@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from avips_jax import fit
+from avips_jax import fit, runtime
 from experiments.configs import common, panda
 
 PATH = pathlib.Path(__file__).with_name("fingerprints.json")
@@ -110,4 +110,5 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    runtime.set_cpu_safety_flags()
     sys.exit(main(sys.argv))

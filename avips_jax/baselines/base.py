@@ -5,7 +5,7 @@ evaluation serve them all.
     state = trainer.init(jax.random.PRNGKey(config.seed))
     for t in range(num_steps):
         contexts = target.sample_contexts(jax.random.fold_in(loop_key, t), batch)
-        state, metrics = trainer.step(state, contexts)   # one jitted call; scalar metrics
+        state, metrics = trainer.step(state, contexts)   # one jitted call (donates state)
     model = trainer.model(state)                  # .sample(key, contexts (T, d_c), n) -> (T, n, d)
                                                   # .log_prob(x (T, n, d), contexts) -> (T, n)
                                                   #   (only where `model.has_density`)

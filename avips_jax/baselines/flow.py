@@ -22,6 +22,7 @@ Objectives:
 The architecture lives in `flow_layers.py`; config in `default_baseline_config()`.
 """
 
+import functools
 from collections.abc import Callable
 
 import chex
@@ -206,7 +207,7 @@ def make_trainer(config: ml_collections.ConfigDict, target: Target) -> base.Trai
     if config.method == "flow" and not _draws_fresh_pairs(target):
         pool = pairs.lazy_valid_pairs(target, config.seed, config.baseline.num_valid)
 
-    @jax.jit
+    @functools.partial(jax.jit, donate_argnums=0)  # the state's buffers are reused
     def jitted_step(state: base.BaselineState, contexts: chex.Array, pool):
         key, loss_key = jax.random.split(state.key)
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)

@@ -332,7 +332,7 @@ def make_trainer(config: ml_collections.ConfigDict, target) -> base.Trainer:
             params[DISCRIMINATOR] = discriminator.init(d_key, jnp.zeros((1, dim)), c)["params"]
         return base.initial_state(params, optimizer, key)
 
-    @jax.jit
+    @functools.partial(jax.jit, donate_argnums=0)  # the state's buffers are reused
     def jitted_step(state: base.BaselineState, contexts, valid):
         key, loss_key = jax.random.split(state.key)
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
