@@ -1,4 +1,5 @@
-"""Tests of the jitted adding step's optimiser bookkeeping (avips_jax/adaptation.py)."""
+"""The jitted adaptation steps (avips_jax/adaptation.py): adding (optimiser bookkeeping, grace,
+refined candidates) and removal by merging (costs checked against a brute-force ELBO)."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from avips_jax import adaptation, components, fit, networks
+from avips_jax import adaptation, components, fit, gmm, networks
 from experiments.configs import panda as panda_configs
 from tests.test_train import _small_config
 
@@ -142,3 +143,87 @@ def test_refining_candidates_needs_a_target_that_can_refine():
     target, module, _, _, _ = fit.build(config)
     with pytest.raises(ValueError, match="refine_iterations"):
         adaptation.make_add_step(config, module, target)
+
+
+def _three_component_mixture():
+    """One context, d = 2: slots 0 and 1 almost on top of each other, slot 2 far away."""
+    chols = jnp.broadcast_to(0.3 * jnp.eye(2), (1, 3, 2, 2))
+    means = jnp.array([[[0.0, 0.0], [0.1, 0.0], [3.0, 3.0]]])
+    logits = jnp.log(jnp.array([[0.3, 0.3, 0.4]]))
+    return gmm.GMMParams(logits=logits, means=means, chols=chols)
+
+
+def _brute_force_elbo(params, active, log_p_fn, key, n=200_000):
+    x, _ = gmm.sample(params, active, key, n)
+    return float(jnp.mean(log_p_fn(x) - gmm.log_prob(params, active, x)))
+
+
+def test_merge_costs_match_a_brute_force_elbo_of_each_merged_mixture():
+    params, active = _three_component_mixture(), jnp.array([True, True, True])
+    # The target: a mixture whose first two modes lie where slots 0 and 1 are.
+    target = gmm.GMMParams(
+        logits=jnp.log(jnp.array([[0.6, 0.4]])),
+        means=jnp.array([[[0.05, 0.0], [3.0, 3.0]]]),
+        chols=jnp.broadcast_to(0.35 * jnp.eye(2), (1, 2, 2, 2)),
+    )
+    log_p_fn = lambda x: gmm.log_prob(target, jnp.array([True, True]), x)
+    x, ids = gmm.sample(params, active, jax.random.PRNGKey(0), 100_000)
+    costs, partners = adaptation.merge_costs(params, active, x, ids, log_p_fn(x))
+    assert partners.tolist()[:2] == [1, 0]  # the near twins pair up
+    elbo = _brute_force_elbo(params, active, log_p_fn, jax.random.PRNGKey(1))
+    w = np.exp(np.asarray(gmm.log_weights(params, active)))[0]
+    for j in range(3):
+        i = int(partners[j])
+        w_m = w.copy()
+        w_m[i] += w_m[j]
+        w_m[j] = 0.0
+        merged = params.replace(logits=jnp.log(jnp.asarray(w_m))[None])
+        merged_active = active.at[j].set(False)
+        elbo_m = _brute_force_elbo(merged, merged_active, log_p_fn, jax.random.PRNGKey(2 + j))
+        np.testing.assert_allclose(float(costs[j]), elbo - elbo_m, atol=0.02, err_msg=f"slot {j}")
+    assert float(costs[0]) < 0.05 and float(costs[2]) > 0.3  # twins merge cheaply, slot 2 not
+
+
+def test_merge_costs_are_infinite_for_inactive_slots_and_a_lone_component():
+    params = _three_component_mixture()
+    x, ids = gmm.sample(params, jnp.array([True, False, True]), jax.random.PRNGKey(0), 64)
+    costs, _ = adaptation.merge_costs(
+        params, jnp.array([True, False, True]), x, ids, jnp.zeros(x.shape[:2])
+    )
+    assert np.isinf(float(costs[1])) and np.isfinite(np.asarray(costs)[[0, 2]]).all()
+    lone = jnp.array([False, False, True])
+    x, ids = gmm.sample(params, lone, jax.random.PRNGKey(0), 64)
+    costs, _ = adaptation.merge_costs(params, lone, x, ids, jnp.zeros(x.shape[:2]))
+    assert np.isinf(np.asarray(costs)).all()
+
+
+def test_remove_step_merges_the_cheapest_slot_into_its_partner():
+    c = _small_config(
+        **{
+            "components.merge_tolerance": 1e6,  # every merge is cheap enough: one per check
+            "components.remove_threshold": 0.0,  # no removal by weight
+        }
+    )
+    target, module, _, state, _ = fit.build(c)
+    contexts = target.sample_contexts(jax.random.PRNGKey(3), c.train.batch_contexts)
+    remove = adaptation.make_remove_step(c, module, target)
+    before = jax.device_get(state)
+    w_before = np.asarray(
+        jnp.exp(gmm.log_weights(module.apply(state.variables, contexts), state.active))
+    )
+    state, removed = remove(state, contexts, jax.random.PRNGKey(4), True)
+    removed = np.asarray(removed)
+    assert removed.sum() == 1
+    j = int(np.flatnonzero(removed)[0])
+    assert not bool(state.active[j]) and int(state.components.num_removed) == 1
+    w_after = np.asarray(
+        jnp.exp(gmm.log_weights(module.apply(state.variables, contexts), state.active))
+    )
+    assert w_after[:, j].max() == 0.0
+    # The merged weight went to one partner: its weight grew by about the removed slot's.
+    grown = w_after.mean(0) - w_before.mean(0)
+    partner = int(np.argmax(grown))
+    assert partner != j and grown[partner] > 0.5 * w_before[:, j].mean()
+    # Without merging, the same state and key remove nothing.
+    _, removed = remove(jax.tree.map(jnp.asarray, before), contexts, jax.random.PRNGKey(4), False)
+    assert not np.asarray(removed).any()
