@@ -1,4 +1,5 @@
-"""Component adding and removal steps of the training loop (jitted, static shapes).
+"""Component adding and removal: the jitted steps (static shapes) and `make_adapt`, the host-side
+schedule that calls them between train steps.
 
 Adding (docs/math.md §5.2, §6.4): per context, N candidates are drawn from a
 defensive proposal — the current mixture mixed with a uniform distribution over the target's box,
@@ -27,7 +28,8 @@ import ml_collections
 import numpy as np
 import optax
 
-from avips_jax import components, gmm, networks, pytree, sir, trust_region
+from avips_jax import components, gmm, networks, pytree, sir, train, trust_region
+from avips_jax.streams import Stream
 from avips_jax.targets import Target
 from avips_jax.train import TrainState
 
@@ -251,3 +253,38 @@ def make_remove_step(
         return state.replace(components=comp_state, slots=slots), removed
 
     return jax.jit(remove_step, static_argnums=3)
+
+
+Events = list[dict]
+
+
+def make_adapt(
+    config: ml_collections.ConfigDict, module: networks.ConditionalGMM, target: Target
+) -> Callable[[int, TrainState, chex.Array, chex.PRNGKey], tuple[TrainState, Events]]:
+    """`adapt(step, state, contexts, step_key) -> (state, new events)`, the loop's adaptation
+    hook: after train step index `step` (0-based), a removal check every
+    `components.check_every` steps (merging after `merge_after` of the run, where
+    `merge_tolerance` > 0), then an adding attempt every `add_every` steps until `add_until` of
+    the run or the gate-refit phase. Their keys are `step_key` folded with `Stream.REMOVE` and
+    `Stream.ADD`. Events: {"step", "event": "removed" | "added", "slot"}."""
+    t, cc = config.train, config.components
+    add_fn = make_add_step(config, module, target) if cc.add else None
+    remove_fn = make_remove_step(config, module, target) if cc.remove else None
+    add_until = min(cc.add_until * t.num_steps, train.gate_refit_start(config))
+
+    def adapt(step, state, contexts, step_key):
+        events = []
+        done = step + 1
+        if remove_fn is not None and done % cc.check_every == 0:
+            merge = cc.merge_tolerance > 0 and done > cc.merge_after * t.num_steps
+            key = jax.random.fold_in(step_key, Stream.REMOVE)
+            state, removed = remove_fn(state, contexts, key, merge)
+            for slot in np.flatnonzero(np.asarray(removed)):
+                events.append({"step": done, "event": "removed", "slot": int(slot)})
+        if add_fn is not None and done % cc.add_every == 0 and done <= add_until:
+            state, info = add_fn(state, contexts, jax.random.fold_in(step_key, Stream.ADD))
+            if bool(info["added"]):
+                events.append({"step": done, "event": "added", "slot": int(info["slot"])})
+        return state, events
+
+    return adapt

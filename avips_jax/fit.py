@@ -157,7 +157,7 @@ def _avips_method(config: ml_collections.ConfigDict, target: targets.Target | No
         state=state,
         step_fn=step_fn,
         log_scalars=loop.avips_log_scalars(config, module, target),
-        adapt=_make_adapt(config, module, target),
+        adapt=adaptation.make_adapt(config, module, target),
         make_model=lambda s: model_lib.AmortizedGMM.from_train_state(s, module, target.context_dim),
     )
 
@@ -177,30 +177,6 @@ def _baseline_method(config: ml_collections.ConfigDict, target: targets.Target |
         adapt=None,
         make_model=trainer.model,
     )
-
-
-def _make_adapt(config, module, target) -> loop.Adapt:
-    """`adapt(step, state, contexts, step_key) -> (state, new events)`: component removal and
-    adding after train step index `step` (0-based), on their schedules."""
-    t, cc = config.train, config.components
-    add_fn = adaptation.make_add_step(config, module, target) if cc.add else None
-    remove_fn = adaptation.make_remove_step(config, module, target) if cc.remove else None
-
-    def adapt(step, state, contexts, step_key):
-        events = []
-        if remove_fn is not None and (step + 1) % cc.check_every == 0:
-            merge = cc.merge_tolerance > 0 and step + 1 > cc.merge_after * t.num_steps
-            state, removed = remove_fn(state, contexts, jax.random.fold_in(step_key, 11), merge)
-            for slot in np.flatnonzero(np.asarray(removed)):
-                events.append({"step": step + 1, "event": "removed", "slot": int(slot)})
-        if add_fn is not None and (step + 1) % cc.add_every == 0:
-            if step + 1 <= min(cc.add_until * t.num_steps, train.gate_refit_start(config)):
-                state, info = add_fn(state, contexts, jax.random.fold_in(step_key, 7))
-                if bool(info["added"]):
-                    events.append({"step": step + 1, "event": "added", "slot": int(info["slot"])})
-        return state, events
-
-    return adapt
 
 
 def _check_initial_state(initial: Any, fresh: Any) -> None:

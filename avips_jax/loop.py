@@ -24,6 +24,7 @@ import tqdm
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from avips_jax import gmm, networks, targets, train
+from avips_jax.streams import Stream
 
 logger = logging.getLogger(__name__)
 
@@ -256,7 +257,8 @@ def run_loop(
 ) -> Any:
     """Runs `step_fn` from step int(state.step) to config.train.num_steps; returns the state.
 
-    Contexts of step t come from fold_in(fold_in(PRNGKey(seed), 1), t), so resuming at step t
+    Contexts of step t come from fold_in(fold_in(PRNGKey(seed), Stream.CONTEXTS), t)
+    (`avips_jax.streams`), so resuming at step t
     continues the uninterrupted run exactly.
 
     Args:
@@ -280,7 +282,7 @@ def run_loop(
     """
     t = config.train
     sample_contexts = jax.jit(lambda key: target.sample_contexts(key, t.batch_contexts))
-    loop_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)
+    loop_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), Stream.CONTEXTS)
     state = replicate(mesh, state)
     clock = _Clock(int(state.step), records.wall_time_s)
     bar = tqdm.tqdm(
@@ -307,7 +309,7 @@ def run_loop(
         scalars = None
         if log_step:
             scalars = {"step": step + 1, **_scalars(metrics)}
-            scalars |= log_scalars(state, contexts, jax.random.fold_in(step_key, 13))
+            scalars |= log_scalars(state, contexts, jax.random.fold_in(step_key, Stream.LOG))
             scalars |= clock.lap(step + 1)
             records.history.append(scalars)
             _show(bar, scalars)
