@@ -70,6 +70,9 @@ def default_config() -> ml_collections.ConfigDict:
     # direction that the reverse KL of VIPS lacks (train.make_vips_step). 0 disables it.
     c.train.forward_kl_weight = 0.0
     c.train.forward_kl_pairs = 256
+    # False: the term holds the weights w_k(c) constant (no gradient into the gate), so it moves
+    # and widens the components but cannot hand the pairs' mass to one broad component.
+    c.train.forward_kl_gate = True
     # Target annealing (tempering): for the first `anneal_fraction` of the steps the objective
     # sees beta * log p(x | c), beta rising log-linearly from `anneal_start` to 1
     # (train.target_beta), so that the components spread over the wide tempered target before it

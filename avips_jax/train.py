@@ -258,13 +258,19 @@ def make_train_step(
 
 
 def make_pair_nll(
-    module: networks.ConditionalGMM, target: Target, num_pairs: int, setting: str
+    module: networks.ConditionalGMM,
+    target: Target,
+    num_pairs: int,
+    setting: str,
+    through_gate: bool = True,
 ) -> Callable:
     """nll(params, slots, active, key) -> (loss, pred): the mean negative log-likelihood of the
     model on `num_pairs` fresh valid pairs (c, q), q uniform in the robot's joint limits and
     c = target.contexts_from_joints(q) (`baselines.valid_pairs`): a Monte-Carlo estimate, up to a
     constant, of the forward KL from the pairs' conditional p(q | c) to the model, averaged over
-    the contexts the pairs reach. `pred` is the model at those contexts.
+    the contexts the pairs reach. `pred` is the model at those contexts. With `through_gate`
+    False the weights are held constant in the likelihood (no gradient into the gate): the pairs
+    then move and widen the components only.
 
     Raises:
         ValueError: naming `setting`, if the target has no `contexts_from_joints` (an IK target
@@ -279,7 +285,8 @@ def make_pair_nll(
     def nll(params, slots, active, key):
         contexts, q = valid_pairs.valid_pairs(target, key, num_pairs)
         pred = module.apply({"params": params, networks.SLOTS: slots}, contexts)
-        log_q = gmm.log_prob(pred, active, q[None].astype(pred.means.dtype))  # (1, N)
+        scored = pred if through_gate else pred.replace(logits=jax.lax.stop_gradient(pred.logits))
+        log_q = gmm.log_prob(scored, active, q[None].astype(pred.means.dtype))  # (1, N)
         return -jnp.mean(log_q), pred
 
     return nll
@@ -364,7 +371,11 @@ def make_vips_step(
     forward_kl_weight = config.train.forward_kl_weight
     if forward_kl_weight > 0:
         pair_nll = make_pair_nll(
-            module, target, config.train.forward_kl_pairs, "train.forward_kl_weight"
+            module,
+            target,
+            config.train.forward_kl_pairs,
+            "train.forward_kl_weight",
+            through_gate=config.train.forward_kl_gate,
         )
 
         def loss_fn(params, slots, old, active, tr, contexts, key, beta):

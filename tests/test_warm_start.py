@@ -5,10 +5,11 @@ likelihood for the first steps, then aVIPS) and the forward-KL term kept beside 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from avips_jax import config as config_lib
-from avips_jax import fit, gmm
+from avips_jax import fit, gmm, networks, train
 from avips_jax.baselines import valid_pairs
 from experiments.configs import common, panda
 from tests.test_train import _small_config
@@ -82,6 +83,19 @@ def test_forward_kl_term_pulls_the_model_onto_valid_pairs_beside_vips():
         nll[weight] = _held_out_nll(module, state, pairs)
     # Same seed and steps: the term is what makes the held-out pairs more likely.
     assert nll[1.0] < nll[0.0] - 1.0, nll
+
+
+def test_forward_kl_term_can_leave_the_gate_alone():
+    c = _tiny_panda("train.warm_start_steps=0")
+    target, module, _, state, _ = fit.build(c)
+    gate_norms = {}
+    for through_gate in (True, False):
+        nll = train.make_pair_nll(module, target, 64, "test", through_gate=through_gate)
+        loss = lambda p, nll=nll: nll(p, state.slots, state.active, jax.random.PRNGKey(0))[0]
+        grads = jax.grad(loss)(state.params)
+        gate_norms[through_gate] = float(optax.tree.norm(grads[networks.GATE]))
+        assert float(optax.tree.norm(grads)) > gate_norms[through_gate]  # the components learn
+    assert gate_norms[True] > 0.0 and gate_norms[False] == 0.0, gate_norms
 
 
 def test_warm_start_settings_are_checked():
