@@ -11,7 +11,7 @@ speed hits both. Per round and revision it reports:
     time of each 100-step interval after the first (which holds the compilation): what a training
     run sees, asynchronous dispatch and host-side checks included;
   - step ms: the jitted train step alone, each call waited for (`block_until_ready`), the median
-    of 30 calls after the compiling one.
+    of 100 calls after the compiling one.
 The markdown gives the medians over the rounds and the ratio after / before (< 1: faster).
 """
 
@@ -41,10 +41,10 @@ def panda_config(steps):
 
 history = fit.fit(panda_config(600), progress=False).history
 loop_ms = statistics.median(h["step_time_ms"] for h in history[1:])
-config = panda_config(31)
+config = panda_config(101)
 target, _, _, state, step_fn = fit.build(config)
 contexts = [target.sample_contexts(jax.random.PRNGKey(i), config.train.batch_contexts)
-            for i in range(31)]
+            for i in range(101)]
 times = []
 for c in contexts:
     start = time.perf_counter()
@@ -103,7 +103,7 @@ def to_markdown(results: dict[str, list[dict]], commits: dict[str, str], argv: l
         f"- CPU: {hardware.cpu_model()}, {os.cpu_count()} logical CPUs; load average (1 min) at "
         f"the end: {os.getloadavg()[0]:.2f} (a shared machine: read the ratios, not the times).",
         "- Panda quick, aVIPS. Loop: `fit.fit` for 600 steps, median of the 100-step intervals "
-        "after the first. Step: the jitted step alone, each call waited for, median of 30.",
+        "after the first. Step: the jitted step alone, each call waited for, median of 100.",
         "",
         "| figure | before (per round) | after (per round) | after / before |",
         "|---|---|---|---|",
