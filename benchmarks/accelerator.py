@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterator, Sequence  # noqa: E402
 from typing import Any  # noqa: E402
 
 import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
@@ -272,7 +273,8 @@ def bench_train(setup: Setup, mesh: Mesh, steps: int, budget_s: float) -> Row:
         loop.shard_contexts(mesh, sample(jax.random.PRNGKey(1000 + i), batch))
         for i in range(steps + 1)
     ]
-    state = loop.replicate(mesh, setup.state)
+    # A copy: the step donates its input state, and setup.state is needed again (sampling rows).
+    state = loop.replicate(mesh, jax.tree.map(jnp.copy, setup.state))
 
     def call(i):
         nonlocal state

@@ -153,7 +153,7 @@ def _three_component_mixture():
     return gmm.GMMParams(logits=logits, means=means, chols=chols)
 
 
-def _brute_force_elbo(params, active, log_p_fn, key, n=200_000):
+def _brute_force_elbo(params, active, log_p_fn, key, n=40_000):
     x, _ = gmm.sample(params, active, key, n)
     return float(jnp.mean(log_p_fn(x) - gmm.log_prob(params, active, x)))
 
@@ -167,7 +167,7 @@ def test_merge_costs_match_a_brute_force_elbo_of_each_merged_mixture():
         chols=jnp.broadcast_to(0.35 * jnp.eye(2), (1, 2, 2, 2)),
     )
     log_p_fn = lambda x: gmm.log_prob(target, jnp.array([True, True]), x)
-    x, ids = gmm.sample(params, active, jax.random.PRNGKey(0), 100_000)
+    x, ids = gmm.sample(params, active, jax.random.PRNGKey(0), 40_000)
     costs, partners = adaptation.merge_costs(params, active, x, ids, log_p_fn(x))
     assert partners.tolist()[:2] == [1, 0]  # the near twins pair up
     elbo = _brute_force_elbo(params, active, log_p_fn, jax.random.PRNGKey(1))
@@ -180,7 +180,7 @@ def test_merge_costs_match_a_brute_force_elbo_of_each_merged_mixture():
         merged = params.replace(logits=jnp.log(jnp.asarray(w_m))[None])
         merged_active = active.at[j].set(False)
         elbo_m = _brute_force_elbo(merged, merged_active, log_p_fn, jax.random.PRNGKey(2 + j))
-        np.testing.assert_allclose(float(costs[j]), elbo - elbo_m, atol=0.02, err_msg=f"slot {j}")
+        np.testing.assert_allclose(float(costs[j]), elbo - elbo_m, atol=0.03, err_msg=f"slot {j}")
     assert float(costs[0]) < 0.05 and float(costs[2]) > 0.3  # twins merge cheaply, slot 2 not
 
 
