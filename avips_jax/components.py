@@ -346,12 +346,13 @@ def add_component(
     contexts: chex.Array,
     target_means: chex.Array,
     std: chex.Array,
-    init_weight: float = 1e-3,
+    *,
+    init_weight: float,
+    fit_steps: int,
+    grace_checks: int,
     ridge: float = 1e-3,
-    fit_steps: int = 100,
     learning_rate: float = 1e-2,
     reinit_key: chex.PRNGKey | None = None,
-    grace_checks: int = 0,
 ) -> tuple[dict, ComponentState, chex.Array, chex.Array]:
     """Places a new component in the lowest free slot.
 

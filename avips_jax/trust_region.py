@@ -78,12 +78,12 @@ def update_trust_region(
     active: chex.Array,
     *,
     baseline: chex.Array | None = None,
-    grow: float = 1.1,
-    shrink: float = 0.5,
-    min_eps_mean: float = 1e-4,
-    max_eps_mean: float = 1.0,
-    min_eps_cov: float = 1e-5,
-    max_eps_cov: float = 0.1,
+    grow: float,
+    shrink: float,
+    min_eps_mean: float,
+    max_eps_mean: float,
+    min_eps_cov: float,
+    max_eps_cov: float,
 ) -> TrustRegionState:
     """Grows the bounds of slots whose objective improved, shrinks the others.
 
@@ -98,8 +98,9 @@ def update_trust_region(
         bounds to their minimum on the IK targets).
       grow: factor (>= 1) applied on improvement.
       shrink: factor in (0, 1] applied otherwise.
-      min_eps_mean, max_eps_mean: limits of eps_mean (defaults: 1e-3x / 10x the thesis 0.1).
-      min_eps_cov, max_eps_cov: limits of eps_cov (defaults: 1e-3x / 10x the thesis 0.01).
+      min_eps_mean, max_eps_mean: limits of eps_mean.
+      min_eps_cov, max_eps_cov: limits of eps_cov.
+      (No defaults: the values come from `config.trust_region`, the one source of truth.)
 
     Returns:
       The new state.

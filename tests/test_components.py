@@ -20,6 +20,10 @@ pytestmark = pytest.mark.usefixtures("fast_compiles")
 # Removal
 # --------------------------------------------------------------------------------------------
 
+# add_component has no defaults for what the config sets (components.init_weight, fit_steps,
+# grace_steps): these are the values the tests were written for.
+_ADD = dict(init_weight=1e-3, fit_steps=100, grace_checks=0)
+
 
 def weights_with(low_slots, active, b=4):
     """(b, K) weights: 1e-4 on `low_slots`, the rest shared by the other active slots."""
@@ -166,7 +170,7 @@ def setup_net(arch):
 def jitted_add(arch):
     """One compiled add_component per architecture (ridge small: interpolate the targets)."""
     module = setup_net(arch)[0]
-    return jax.jit(functools.partial(components.add_component, module, ridge=1e-6))
+    return jax.jit(functools.partial(components.add_component, module, ridge=1e-6, **_ADD))
 
 
 @pytest.mark.parametrize(
@@ -217,7 +221,9 @@ def test_added_weight_never_exceeds_init_weight(arch):
     # contexts extrapolated to weights near 1 elsewhere.
     module, variables, state, c = setup_net(arch)
     w_new = 0.05
-    add = jax.jit(functools.partial(components.add_component, module, init_weight=w_new))
+    add = jax.jit(
+        functools.partial(components.add_component, module, **{**_ADD, "init_weight": w_new})
+    )
     new_vars, new_state, slot, added = add(variables, state, c, target_points(c), 0.4)
     assert bool(added)
     fresh = jax.random.uniform(jax.random.key(9), (512, DC), minval=-4.0, maxval=4.0)
@@ -264,10 +270,10 @@ def test_add_with_nan_targets_is_noop():
 def test_add_component_errors():
     module, variables, state, c = setup_net("shared_trunk")
     with pytest.raises(ValueError, match="target_means must have shape"):
-        components.add_component(module, variables, state, c, jnp.zeros((B, D + 1)), 0.4)
+        components.add_component(module, variables, state, c, jnp.zeros((B, D + 1)), 0.4, **_ADD)
     with pytest.raises(ValueError, match="init_weight"):
         components.add_component(
-            module, variables, state, c, target_points(c), 0.4, init_weight=1.5
+            module, variables, state, c, target_points(c), 0.4, **{**_ADD, "init_weight": 1.5}
         )
 
 
