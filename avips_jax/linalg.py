@@ -42,10 +42,16 @@ def forward_substitution(lower: chex.Array, rhs: chex.Array) -> chex.Array:
     )
 
 
-def _forward_substitution_native(lower: chex.Array, rhs: chex.Array) -> chex.Array:
+def _broadcast_batch(lower: chex.Array, rhs: chex.Array) -> tuple[chex.Array, chex.Array]:
+    """lower (..., d, d) and rhs (..., d, m) broadcast to one batch shape."""
     shape = jnp.broadcast_shapes(lower.shape[:-2], rhs.shape[:-2])
-    lower = jnp.broadcast_to(lower, shape + lower.shape[-2:])
-    rhs = jnp.broadcast_to(rhs, shape + rhs.shape[-2:])
+    return jnp.broadcast_to(lower, shape + lower.shape[-2:]), jnp.broadcast_to(
+        rhs, shape + rhs.shape[-2:]
+    )
+
+
+def _forward_substitution_native(lower: chex.Array, rhs: chex.Array) -> chex.Array:
+    lower, rhs = _broadcast_batch(lower, rhs)
     dtype = jnp.result_type(lower, rhs)
     return jax.lax.linalg.triangular_solve(
         jnp.tril(lower).astype(dtype), rhs.astype(dtype), left_side=True, lower=True
@@ -74,9 +80,7 @@ def solve_lower(lower: chex.Array, rhs: chex.Array) -> chex.Array:
     A `jax.lax.custom_linear_solve`: derivatives come from the linear system, not from the loop,
     and the transposed solve (for reverse mode) is a back substitution with lower^T.
     """
-    shape = jnp.broadcast_shapes(lower.shape[:-2], rhs.shape[:-2])
-    lower = jnp.broadcast_to(lower, shape + lower.shape[-2:])
-    rhs = jnp.broadcast_to(rhs, shape + rhs.shape[-2:])
+    lower, rhs = _broadcast_batch(lower, rhs)
     tril = jnp.tril(lower)
     # lower^T y = c  <=>  (J lower^T J)(J y) = J c with J lower^T J lower-triangular.
     upper_as_lower = _flip2(jnp.swapaxes(tril, -1, -2))

@@ -369,6 +369,7 @@ def make_vips_step(
     """
     vips_loss_fn = make_loss_fn(config, module, target)
     forward_kl_weight = config.train.forward_kl_weight
+    pair_nll = None
     if forward_kl_weight > 0:
         pair_nll = make_pair_nll(
             module,
@@ -378,18 +379,15 @@ def make_vips_step(
             through_gate=config.train.forward_kl_gate,
         )
 
-        def loss_fn(params, slots, old, active, tr, contexts, key, beta):
-            # Not pure reverse-KL VI: + lambda * forward KL on valid pairs.
-            key, pair_key = jax.random.split(key)
-            loss, (aux, paired) = vips_loss_fn(params, slots, old, active, tr, contexts, key, beta)
-            nll, _ = pair_nll(params, slots, active, pair_key)
-            return loss + forward_kl_weight * nll, (aux, paired, nll)
-
-    else:
-
-        def loss_fn(params, slots, old, active, tr, contexts, key, beta):
+    def loss_fn(params, slots, old, active, tr, contexts, key, beta):
+        """VIPS's loss, plus lambda * forward KL on valid pairs when that term is on."""
+        if pair_nll is None:
             loss, (aux, paired) = vips_loss_fn(params, slots, old, active, tr, contexts, key, beta)
             return loss, (aux, paired, None)
+        key, pair_key = jax.random.split(key)  # only when on: the default stream stays as it was
+        loss, (aux, paired) = vips_loss_fn(params, slots, old, active, tr, contexts, key, beta)
+        nll, _ = pair_nll(params, slots, active, pair_key)
+        return loss + forward_kl_weight * nll, (aux, paired, nll)
 
     tr_cfg = config.trust_region
     adaptive = config.trust_region.adaptive and config.projection.enabled

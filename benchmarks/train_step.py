@@ -1,23 +1,15 @@
-"""Train-step time per iteration of aVIPS (jitted, after compilation), projection on and off,
-and the time per step of the whole training loop.
+"""Train-step time per iteration of aVIPS (jitted, after compilation), projection on and off.
 
 Used by `benchmarks/projection.py` for its train-step table; runnable alone:
-    python -m benchmarks.train_step           # the jitted step, each call waited for
-    python -m benchmarks.train_step --loop    # the host loop of fit.fit on Panda quick (aVIPS)
-
-The loop figure is what a training run sees: context sampling, the step, the host-side checks,
-component adaptation and logging, with JAX's asynchronous dispatch free to overlap them.
+    python -m benchmarks.train_step
 """
 
-import copy
 import statistics
-import sys
 import time
 
 import jax
 
 from avips_jax import fit, runtime
-from experiments.configs import panda as panda_configs
 from experiments.configs import planar as planar_configs
 from experiments.configs import toy as toy_configs
 
@@ -74,27 +66,6 @@ def table_lines(steps: int = 30) -> list[str]:
     return lines
 
 
-def loop_step_ms(config, steps: int = 600, log_every: int = 100) -> list[float]:
-    """The mean ms per step of `fit.fit`'s loop over each log interval after the first (which
-    holds the compilation): `steps // log_every - 1` figures."""
-    config = copy.deepcopy(config)
-    config.train.num_steps, config.train.log_every = steps, log_every
-    history = fit.fit(config, progress=False).history
-    return [h["step_time_ms"] for h in history[1:]]
-
-
-def loop_lines(steps: int = 600) -> list[str]:
-    """One markdown line: the loop's ms per step on Panda quick (aVIPS), median and intervals."""
-    laps = loop_step_ms(panda_configs.get_config("quick"), steps)
-    each = ", ".join(f"{ms:.2f}" for ms in laps)
-    return [
-        f"loop ms / step (Panda quick, aVIPS, {steps} steps): {statistics.median(laps):.2f} "
-        f"(per 100-step interval: {each})"
-    ]
-
-
 if __name__ == "__main__":
     runtime.set_cpu_safety_flags()
-    if sys.argv[1:] not in ([], ["--loop"]):
-        sys.exit(f"usage: python -m benchmarks.train_step [--loop]; got {sys.argv[1:]}")
-    print("\n".join(loop_lines() if sys.argv[1:] == ["--loop"] else table_lines()))
+    print("\n".join(table_lines()))
