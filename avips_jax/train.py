@@ -31,7 +31,7 @@ import optax
 
 from avips_jax import components, gmm, networks, objectives, pytree, trust_region
 from avips_jax.baselines import valid_pairs
-from avips_jax.targets import Target
+from avips_jax.targets import RobotTarget, Target
 
 Metrics = dict[str, chex.Array]
 
@@ -276,10 +276,10 @@ def make_pair_nll(
         ValueError: naming `setting`, if the target has no `contexts_from_joints` (an IK target
             is needed).
     """
-    if not hasattr(target, "contexts_from_joints"):
+    if not (isinstance(target, RobotTarget) and target.has_joint_contexts):
         raise ValueError(
             f"{setting} > 0 needs an IK target with contexts_from_joints; target "
-            f"{getattr(target, 'name', target)!r} has none"
+            f"{target.name!r} has none"
         )
 
     def nll(params, slots, active, key):

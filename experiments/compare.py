@@ -35,12 +35,13 @@ from avips_jax import (
     baselines,
     checkpoint,
     ik_evaluation,
-    ik_metrics,
     networks,
     refine,
     runtime,
     targets,
 )
+from avips_jax.model import AmortizedGMM
+from avips_jax.targets import RobotTarget
 from experiments import (
     compare_claims,
     compare_figure,
@@ -160,11 +161,10 @@ def run_dir(runs_dir: str | os.PathLike, robot: str, method: str) -> pathlib.Pat
 def parameters_in_use(model) -> int:
     """Trainable scalars of the slots in use: a GMM's inactive component slots (their component
     networks and gate-head outputs) do not count; other models count all parameters."""
-    total = ik_metrics.parameter_count(model)
-    active = getattr(model, "active", None)
-    if active is None:
+    total = model.num_parameters
+    if not isinstance(model, AmortizedGMM):
         return total
-    active = np.asarray(active, bool)
+    active = np.asarray(model.active, bool)
     params = model.variables["params"]
     unused = 0
     for leaf in jax.tree.leaves(params.get(networks.COMPONENTS, {})):  # slot axis first
@@ -204,10 +204,8 @@ METRIC_KEYS = (
 
 
 def sigma_pos_m(target) -> float | None:
-    """The likelihood width of the end-effector position (m): `position_std`, or TALOS's
-    `gripper_std`."""
-    value = getattr(target, "position_std", getattr(target, "gripper_std", None))
-    return None if value is None else float(value)
+    """The likelihood width of the end-effector position (m) of a robot target, else None."""
+    return float(target.goal_position_std) if isinstance(target, RobotTarget) else None
 
 
 def metrics_row(robot: str, method: str, metrics: dict, run, trained: str) -> dict:
@@ -215,7 +213,7 @@ def metrics_row(robot: str, method: str, metrics: dict, run, trained: str) -> di
     row = {"robot": robot, "method": method, "status": "ok", "note": ""}
     row.update({key: metrics.get(key) for key in METRIC_KEYS})
     sigma = sigma_pos_m(run.target)
-    is_gmm = hasattr(run.model, "active")
+    is_gmm = isinstance(run.model, AmortizedGMM)
     row.update(
         sigma_pos_mm=None if sigma is None else 1e3 * sigma,
         max_components=int(run.config.model.num_components) if is_gmm else None,
@@ -264,7 +262,7 @@ def evaluate_one(robot: str, method: str, workdir: pathlib.Path, settings: Setti
     evaluate.write_metrics(workdir / evaluate.METRICS_FILE, metrics)
     row = metrics_row(robot, method, metrics, run, trained)
     panel = None
-    if hasattr(run.target, "skeleton_points"):
+    if isinstance(run.target, RobotTarget):
         contexts = evaluate.make_test_contexts(run.target, ev["num_targets"], ev["seed"])
         one = contexts[FIGURE_TARGET : FIGURE_TARGET + 1]
         panel = figure_panel(run, method, one, ev["samples_per_target"], ev["seed"])

@@ -16,7 +16,7 @@ by `avips_jax.checkpoint`); a trainer's networks, optimiser and config are stati
 """
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import chex
 import flax
@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import optax
 
 from avips_jax import pytree
+from avips_jax.sampling_model import SamplingModel
 
 Metrics = dict[str, chex.Array]
 
@@ -45,17 +46,6 @@ class BaselineState:
     opt_state: Any
     key: chex.PRNGKey
     num_skipped: chex.Array
-
-
-class SamplingModel(Protocol):
-    """What `evaluate` needs from a trained model (see `avips_jax.model.AmortizedGMM`)."""
-
-    has_density: bool
-    num_parameters: int
-
-    def sample(self, key: chex.PRNGKey, contexts: chex.Array, n: int) -> chex.Array: ...
-
-    def log_prob(self, x: chex.Array, contexts: chex.Array) -> chex.Array: ...
 
 
 @flax.struct.dataclass

@@ -36,6 +36,7 @@ gradients on the same batch.
 
 import functools
 from collections.abc import Sequence
+from typing import ClassVar
 
 import chex
 import flax
@@ -46,7 +47,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from avips_jax import inputs, networks
+from avips_jax import inputs, networks, sampling_model
 from avips_jax.baselines import base
 from avips_jax.baselines.valid_pairs import lazy_valid_pairs, require_valid_pairs
 
@@ -141,7 +142,7 @@ class Discriminator(nn.Module):
 
 
 @flax.struct.dataclass
-class GANEnsembleModel:
+class GANEnsembleModel(sampling_model.SamplingModel):
     """The trained generator ensemble as a sampler (no density).
 
     Attributes:
@@ -156,7 +157,7 @@ class GANEnsembleModel:
     context_dim: int = flax.struct.field(pytree_node=False)
     latent_dim: int = flax.struct.field(pytree_node=False)
 
-    has_density = False
+    has_density: ClassVar[bool] = False
 
     @property
     def dim(self) -> int:
