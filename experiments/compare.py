@@ -40,6 +40,7 @@ from avips_jax import (
     runtime,
     targets,
 )
+from avips_jax import run as run_lib
 from avips_jax.model import AmortizedGMM
 from avips_jax.targets import RobotTarget
 from experiments import (
@@ -48,7 +49,6 @@ from experiments import (
     compare_report,
     compare_table,
     evaluate,
-    train,
 )
 from experiments.configs import common
 
@@ -231,7 +231,7 @@ def metrics_row(robot: str, method: str, metrics: dict, run, trained: str) -> di
 def train_or_load(config: ml_collections.ConfigDict, workdir: pathlib.Path, progress: bool) -> str:
     """Trains (or resumes) the run in `workdir`; "loaded" if it had already finished, else
     "here"."""
-    result = train.train_and_checkpoint(config, workdir, progress=progress)
+    result = run_lib.train_and_checkpoint(config, workdir, progress=progress)
     return "loaded" if result is None else "here"
 
 
@@ -284,7 +284,7 @@ def plan(settings: Settings) -> list[Job]:
     """Every (robot, method) job, checked before anything is trained.
 
     Raises:
-        ConfigMismatchError (experiments.train): a run directory holds a run of another config.
+        run_lib.ConfigMismatchError: a run directory holds a run of another config.
     """
     jobs = []
     for robot in settings.robots:
@@ -300,7 +300,7 @@ def plan(settings: Settings) -> list[Job]:
             workdir = run_dir(settings.runs_dir, robot, method)
             reason = unsupported_reason(config)
             if reason is None:
-                train.check_workdir(workdir, config)
+                run_lib.check_workdir(workdir, config)
             jobs.append(Job(robot, method, config, workdir, reason))
     return jobs
 
