@@ -32,9 +32,9 @@ import numpy as np
 from absl import app, flags, logging
 
 from avips_jax import (
-    baselines,
     checkpoint,
     ik_evaluation,
+    methods,
     networks,
     refine,
     runtime,
@@ -144,11 +144,9 @@ def method_config(
 
 def unsupported_reason(config: ml_collections.ConfigDict) -> str | None:
     """Why the method of `config` cannot run on its target (the trainer's ValueError), or None."""
-    if not baselines.is_baseline(config.method):
-        return None
     target = targets.make_target(config.target.name, **config.target.kwargs.to_dict())
     try:
-        baselines.make_trainer(config, target)
+        methods.make_trainer(config, target)
     except ValueError as err:
         return str(err)
     return None

@@ -39,6 +39,7 @@ from avips_jax.baselines import valid_pairs as pairs
 from avips_jax.baselines.flow_model import FlowModel, conditioning
 from avips_jax.targets import Target
 from avips_jax.targets import base as target_base
+from avips_jax.trainer import Trainer
 
 __all__ = [
     "METHODS",
@@ -183,7 +184,7 @@ def _reverse_kl_loss(config, target, module) -> Callable:
     return loss_fn
 
 
-def make_trainer(config: ml_collections.ConfigDict, target: Target) -> base.Trainer:
+def make_trainer(config: ml_collections.ConfigDict, target: Target) -> Trainer:
     """init / step / model of the flow baseline (`config.method` picks the objective).
 
     Raises:
@@ -228,4 +229,4 @@ def make_trainer(config: ml_collections.ConfigDict, target: Target) -> base.Trai
             latent_scale=float(config.baseline.latent_scale),
         )
 
-    return base.Trainer(init=init, step=step, model=model)
+    return Trainer(init=init, step=step, model=model)

@@ -50,6 +50,7 @@ import optax
 from avips_jax import inputs, networks, sampling_model
 from avips_jax.baselines import base
 from avips_jax.baselines.valid_pairs import lazy_valid_pairs, require_valid_pairs
+from avips_jax.trainer import Trainer
 
 METHODS = ("gan", "gan_no_disc")
 GENERATOR = "generator"
@@ -305,7 +306,7 @@ def _method(config: ml_collections.ConfigDict) -> str:
     return method
 
 
-def make_trainer(config: ml_collections.ConfigDict, target) -> base.Trainer:
+def make_trainer(config: ml_collections.ConfigDict, target) -> Trainer:
     """The GAN-ensemble trainer for `target` (`config.method` "gan" or "gan_no_disc").
 
     Raises:
@@ -357,4 +358,4 @@ def make_trainer(config: ml_collections.ConfigDict, target) -> base.Trainer:
             latent_dim=int(bc.latent_dim),
         )
 
-    return base.Trainer(init=init, step=step, model=model)
+    return Trainer(init=init, step=step, model=model)
