@@ -30,8 +30,9 @@ logger = logging.getLogger(__name__)
 
 # (state, contexts (B, d_c), key) -> the model's scalars of a log step (Python numbers).
 LogScalars = Callable[[Any, chex.Array, chex.PRNGKey], dict[str, float]]
-# (step, state, contexts, key) -> (state, events): host-side changes after train step `step`.
-Adapt = Callable[[int, Any, chex.Array, chex.PRNGKey], tuple[Any, list[dict]]]
+# (state, contexts, key, step) -> (state, events): host-side changes after train step `step`
+# (0-based), with the contexts and key of that step.
+Adapt = Callable[[Any, chex.Array, chex.PRNGKey, int], tuple[Any, list[dict]]]
 
 
 class NonFiniteContextError(ValueError):
@@ -305,7 +306,7 @@ def run_loop(
             _check_steps(unchecked, target)
             unchecked.clear()
         if adapt is not None:
-            state, events = adapt(step, state, contexts, step_key)
+            state, events = adapt(state, contexts, step_key, step)
             records.events.extend(events)
         scalars = None
         if log_step:

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from avips_jax import components, gmm, networks, objectives, pytree, trust_region
+from avips_jax import components, gmm, networks, objectives, pytree, slot_layout, trust_region
 from avips_jax.baselines import valid_pairs
 from avips_jax.targets import RobotTarget, Target
 
@@ -417,9 +417,7 @@ def make_vips_step(
         )
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         if grace:  # newborns keep their gate column (and so about their initial weight)
-            frozen = components.gate_column_mask(
-                state.params, components.in_grace(state.components)
-            )
+            frozen = slot_layout.gate_mask(state.params, components.in_grace(state.components))
             updates = jax.tree.map(lambda m, u: jnp.where(m, 0.0, u), frozen, updates)
         params = optax.apply_updates(state.params, updates)
         tr = state.trust_region

@@ -7,7 +7,7 @@ one loop, one checkpoint format and one evaluation serve them all.
         contexts = target.sample_contexts(jax.random.fold_in(loop_key, t), batch)
         state, metrics = trainer.step(state, contexts)     # one jitted call (donates state)
         if trainer.adapt is not None:                      # aVIPS: add / remove components
-            state, events = trainer.adapt(t + 1, state, contexts, key_t)
+            state, events = trainer.adapt(state, contexts, key_t, t)
     model = trainer.model(state)                          # a `sampling_model.SamplingModel`
 
 The state is a flax.struct pytree holding everything that changes during training (saved whole
@@ -36,8 +36,8 @@ class Trainer:
         model: state -> the trained model.
         log_scalars: (state, contexts, key) -> scalars added to the metrics of a log step (the
             model's diagnostics); None: none.
-        adapt: (step, state, contexts, key) -> (state, events) between train steps (component
-            adding and removal); None for methods with a fixed structure.
+        adapt: (state, contexts, key, step) -> (state, events) after train step `step`
+            (0-based; component adding and removal); None for methods with a fixed structure.
     """
 
     init: Callable[[chex.PRNGKey], Any] = flax.struct.field(pytree_node=False)
@@ -46,6 +46,6 @@ class Trainer:
     log_scalars: Callable[[Any, chex.Array, chex.PRNGKey], dict] | None = flax.struct.field(
         pytree_node=False, default=None
     )
-    adapt: Callable[[int, Any, chex.Array, chex.PRNGKey], tuple[Any, list[dict]]] | None = (
+    adapt: Callable[[Any, chex.Array, chex.PRNGKey, int], tuple[Any, list[dict]]] | None = (
         flax.struct.field(pytree_node=False, default=None)
     )

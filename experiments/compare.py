@@ -35,9 +35,9 @@ from avips_jax import (
     checkpoint,
     ik_evaluation,
     methods,
-    networks,
     refine,
     runtime,
+    slot_layout,
     targets,
 )
 from avips_jax import run as run_lib
@@ -162,14 +162,9 @@ def parameters_in_use(model) -> int:
     total = model.num_parameters
     if not isinstance(model, AmortizedGMM):
         return total
-    active = np.asarray(model.active, bool)
     params = model.variables["params"]
-    unused = 0
-    for leaf in jax.tree.leaves(params.get(networks.COMPONENTS, {})):  # slot axis first
-        unused += int(np.size(leaf) // active.size * np.sum(~active))
-    for leaf in jax.tree.leaves(params.get(networks.GATE, {}).get(networks.GATE_HEAD, {})):
-        unused += int(np.size(leaf) // active.size * np.sum(~active))  # slot axis last
-    return total - unused
+    unused = slot_layout.slot_mask(params, ~np.asarray(model.active, bool))
+    return total - int(sum(np.sum(leaf) for leaf in jax.tree.leaves(unused)))
 
 
 METRIC_KEYS = (
