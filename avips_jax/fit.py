@@ -137,7 +137,8 @@ def fit(
 
 
 def _check_initial_state(initial: Any, fresh: Any) -> None:
-    """ValueError unless `initial` has the structure, shapes and dtypes of this config's state."""
+    """ValueError unless `initial` has the structure, shapes and dtypes of `fresh`, the shapes
+    (`jax.eval_shape`) of this config's state."""
     if jax.tree.structure(initial) != jax.tree.structure(fresh):
         raise ValueError("initial_state does not have the TrainState structure of this config")
     for path, a, b in zip(
@@ -146,9 +147,9 @@ def _check_initial_state(initial: Any, fresh: Any) -> None:
         jax.tree.leaves(fresh),
         strict=True,
     ):
-        da, db = jnp.asarray(a).dtype, jnp.asarray(b).dtype
-        if np.shape(a) != np.shape(b) or da != db:
+        da, db = jnp.asarray(a).dtype, b.dtype  # b: a jax.ShapeDtypeStruct
+        if np.shape(a) != tuple(b.shape) or da != db:
             raise ValueError(
                 f"initial_state{jax.tree_util.keystr(path[0])} has shape {np.shape(a)} {da}, "
-                f"this config needs {np.shape(b)} {db}"
+                f"this config needs {tuple(b.shape)} {db}"
             )
