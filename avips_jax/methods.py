@@ -53,8 +53,6 @@ def make_gmm(config: ml_collections.ConfigDict, target: targets.Target) -> GMMSe
     """
     if config.method not in _GMM_LOSSES:
         raise ValueError(f"{config.method!r} is not a GMM method ({', '.join(_GMM_LOSSES)})")
-    if config.method == "vanilla_gmm":
-        vanilla_gmm.check_config(config)
     module = train.make_model(config, target)
     optimizer = train.make_optimizer(config)
     loss_fn = _GMM_LOSSES[config.method](config, module, target)
@@ -85,6 +83,12 @@ METHODS: dict[str, Callable[[ml_collections.ConfigDict, targets.Target], Trainer
 }
 
 
+# Each method's own checks of the settings it reads, beyond `config.validate_config`'s.
+_CONFIG_CHECKS: dict[str, Callable[[ml_collections.ConfigDict], None]] = {
+    "vanilla_gmm": vanilla_gmm.check_config,
+}
+
+
 def extra_sections(method: str) -> dict[str, ml_collections.ConfigDict]:
     """The config sections `method` needs beyond `config.default_config()`, with their defaults
     ({"baseline": ...} for a baseline, none for the GMM methods)."""
@@ -94,7 +98,8 @@ def extra_sections(method: str) -> dict[str, ml_collections.ConfigDict]:
 
 
 def check_method(config: ml_collections.ConfigDict) -> None:
-    """ValueError unless `config.method` is a known method whose extra sections are present."""
+    """ValueError unless `config.method` is a known method whose extra sections are present and
+    whose own checks pass (`config.validate_config` calls it: before anything is written)."""
     if config.method not in METHODS:
         raise ValueError(f"method must be one of {tuple(METHODS)}, got {config.method!r}.")
     for name in extra_sections(config.method):
@@ -103,6 +108,8 @@ def check_method(config: ml_collections.ConfigDict) -> None:
                 f"method {config.method!r} needs a config.{name} section: config.{name} = "
                 f"avips_jax.methods.extra_sections({config.method!r})[{name!r}]."
             )
+    if config.method in _CONFIG_CHECKS:
+        _CONFIG_CHECKS[config.method](config)
 
 
 def make_trainer(config: ml_collections.ConfigDict, target: targets.Target) -> Trainer:
