@@ -28,7 +28,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from avips_jax import components, gmm, networks, pytree, sir, train, trust_region
+from avips_jax import components, gmm, networks, pytree, sir, slot_layout, train, trust_region
 from avips_jax.streams import Stream
 from avips_jax.targets import Target
 from avips_jax.train import TrainState
@@ -64,14 +64,14 @@ def _proposal_candidates(
 
 
 def reset_slot_moments(opt_state: optax.OptState, params: dict, slot: chex.Array) -> optax.OptState:
-    """Zeroes the Adam moments (mu, nu) of one slot's parameters (`components.slot_param_mask`).
+    """Zeroes the Adam moments (mu, nu) of one slot's parameters (`slot_layout.slot_mask`).
 
     A reborn slot would otherwise inherit the moments of the component that last lived there,
     and its first steps would follow that component's gradient history. Works on any optax state
     (chains, multi_transform's masked inner states): every `ScaleByAdamState` in it is edited,
     matching its moments to `params` by key path. The step counts are left as they are.
     """
-    mask = components.slot_param_mask(params, slot)
+    mask = slot_layout.slot_mask(params, jnp.arange(slot_layout.num_slots(params)) == slot)
     by_path = dict(jax.tree_util.tree_leaves_with_path(mask))
 
     def zero_slot(path, moment):
@@ -241,9 +241,8 @@ def make_remove_step(
             partner = partners[j]
             w = jnp.exp(gmm.log_weights(params, active))
             shift = jnp.mean(jnp.log1p(w[:, j] / jnp.maximum(w[:, partner], 1e-30)))
-            offsets = slots[networks.LOGIT_OFFSET]
-            offsets = offsets.at[partner].add(jnp.where(do_merge, shift, 0.0))
-            slots = {**slots, networks.LOGIT_OFFSET: offsets}
+            delta = jnp.where(jnp.arange(active.shape[0]) == partner, shift, 0.0)
+            slots = slot_layout.add_to_logit_offsets(slots, jnp.where(do_merge, delta, 0.0))
             merged = do_merge & (jnp.arange(active.shape[0]) == j)
             comp_state = comp_state.replace(
                 active=active & ~merged,
@@ -261,7 +260,7 @@ Events = list[dict]
 def make_adapt(
     config: ml_collections.ConfigDict, module: networks.ConditionalGMM, target: Target
 ) -> Callable[[int, TrainState, chex.Array, chex.PRNGKey], tuple[TrainState, Events]]:
-    """`adapt(step, state, contexts, step_key) -> (state, new events)`, the loop's adaptation
+    """`adapt(state, contexts, step_key, step) -> (state, new events)`, the loop's adaptation
     hook: after train step index `step` (0-based), a removal check every
     `components.check_every` steps (merging after `merge_after` of the run, where
     `merge_tolerance` > 0), then an adding attempt every `add_every` steps until `add_until` of
@@ -272,7 +271,7 @@ def make_adapt(
     remove_fn = make_remove_step(config, module, target) if cc.remove else None
     add_until = min(cc.add_until * t.num_steps, train.gate_refit_start(config))
 
-    def adapt(step, state, contexts, step_key):
+    def adapt(state, contexts, step_key, step):
         events = []
         done = step + 1
         if remove_fn is not None and done % cc.check_every == 0:

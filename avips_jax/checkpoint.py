@@ -29,8 +29,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from avips_jax import baselines, networks, targets, train
-from avips_jax import model as model_lib
+from avips_jax import methods, targets, train
 from avips_jax.config import default_config, validate_config
 
 logger = logging.getLogger(__name__)
@@ -312,8 +311,9 @@ def _defaults_for(data: dict) -> dict:
     """default_config(), with the `baseline` section of data's method where it is a baseline."""
     defaults = config_to_dict(default_config())
     method = data.get("method")
-    if isinstance(method, str) and baselines.is_baseline(method):
-        defaults["baseline"] = config_to_dict(baselines.default_baseline_config(method))
+    if isinstance(method, str) and method in methods.METHODS:
+        for name, section in methods.extra_sections(method).items():
+            defaults[name] = config_to_dict(section)
     return defaults
 
 
@@ -354,22 +354,14 @@ def config_differences(
     ]
 
 
-def abstract_state(
-    config: ml_collections.ConfigDict,
-    target: targets.Target,
-    module: networks.ConditionalGMM | None = None,
-):
+def abstract_state(config: ml_collections.ConfigDict, target: targets.Target):
     """Shapes and dtypes (no values) of the state a run of `config` on `target` has (a
     `train.TrainState`, or a baseline's `BaselineState`)."""
-    if baselines.is_baseline(config.method):
-        trainer = baselines.make_trainer(config, target)
-        return jax.eval_shape(trainer.init, jax.random.PRNGKey(0))
-    module = train.make_model(config, target) if module is None else module
-    optimizer = train.make_optimizer(config)
-    return jax.eval_shape(
-        lambda key: train.create_train_state(config, module, target, optimizer, key),
-        jax.random.PRNGKey(0),
-    )
+    return _abstract_init(methods.make_trainer(config, target))
+
+
+def _abstract_init(trainer) -> Any:
+    return jax.eval_shape(trainer.init, jax.random.PRNGKey(0))
 
 
 def load_model(workdir: str | os.PathLike, step: int | None = None) -> TrainedRun:
@@ -389,12 +381,9 @@ def load_model(workdir: str | os.PathLike, step: int | None = None) -> TrainedRu
     config = load_config(workdir)
     validate_config(config)
     target = targets.make_target(config.target.name, **config.target.kwargs.to_dict())
-    state = restore(workdir, abstract_state(config, target), step)
-    if baselines.is_baseline(config.method):
-        model = baselines.make_trainer(config, target).model(state)
-    else:
-        module = train.make_model(config, target)
-        model = model_lib.AmortizedGMM.from_train_state(state, module, target.context_dim)
+    trainer = methods.make_trainer(config, target)
+    state = restore(workdir, _abstract_init(trainer), step)
+    model = trainer.model(state)
     return TrainedRun(
         config=config,
         target=target,

@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from avips_jax import gmm, networks, pytree
+from avips_jax import gmm, networks, pytree, slot_layout
 
 
 @flax.struct.dataclass
@@ -247,15 +247,6 @@ def _ridge_fit(
     return theta[:-1], theta[-1]
 
 
-def _set_slot(tree: dict, path: tuple[str, ...], slot: chex.Array, value, axis: int = 0) -> dict:
-    """Functional update of tree[path][..slot..] = value along `axis` (nested plain dicts)."""
-    if len(path) == 1:
-        leaf = tree[path[0]]
-        index = (slice(None),) * axis + (slot,)
-        return {**tree, path[0]: leaf.at[index].set(value.astype(leaf.dtype))}
-    return {**tree, path[0]: _set_slot(tree[path[0]], path[1:], slot, value, axis)}
-
-
 def _fit_slot_mean(module, variables, component_features, slot, target_means, ridge):
     target_pre = networks.mean_to_preactivation(
         target_means, module.lower, module.upper, module.mean_squash
@@ -263,11 +254,8 @@ def _fit_slot_mean(module, variables, component_features, slot, target_means, ri
     offset = jnp.mean(target_pre, axis=0)
     features = jnp.take(component_features, slot, axis=1)  # (B, H)
     w, b = _ridge_fit(features, target_pre - offset, ridge)
-    head = (networks.COMPONENTS, networks.MEAN_HEAD)
-    params = _set_slot(variables["params"], head + ("kernel",), slot, w)
-    params = _set_slot(params, head + ("bias",), slot, b)
-    slots = _set_slot(variables[networks.SLOTS], (networks.MEAN_OFFSET,), slot, offset)
-    return {**variables, "params": params, networks.SLOTS: slots}
+    placed = slot_layout.read(variables, slot).with_mean_head(w, b).replace(mean_offset=offset)
+    return slot_layout.write(variables, slot, placed)
 
 
 def _refine_slot_mean(module, variables, contexts, slot, target_means, steps, learning_rate):
@@ -276,14 +264,12 @@ def _refine_slot_mean(module, variables, contexts, slot, target_means, steps, le
     The loss is the mean squared error in units of the box half-range. Only the slot's own
     parameters are read and written; its diagonal / off-diagonal heads are reset afterwards.
     """
-    net = networks.ComponentNet(module.dim, tuple(module.component_hidden), module.activation)
-    all_params = variables["params"][networks.COMPONENTS]
-    slot_params = jax.tree.map(lambda leaf: jnp.take(leaf, slot, axis=0), all_params)
-    offset = jnp.take(variables[networks.SLOTS][networks.MEAN_OFFSET], slot, axis=0)
+    net = slot_layout.component_net(module)
+    own = slot_layout.read(variables, slot)
     _, half = networks.box_center_half_range(module.lower, module.upper)
 
     def loss_fn(p):
-        pre = net.apply({"params": p}, contexts)[1] + offset
+        pre = net.apply({"params": p}, contexts)[1] + own.mean_offset
         mean = networks.preactivation_to_mean(pre, module.lower, module.upper, module.mean_squash)
         return jnp.mean(jnp.sum(jnp.square((mean - target_means) / half), axis=-1))
 
@@ -294,49 +280,36 @@ def _refine_slot_mean(module, variables, contexts, slot, target_means, steps, le
         updates, opt_state = optimiser.update(jax.grad(loss_fn)(p), opt_state)
         return optax.apply_updates(p, updates), opt_state
 
-    slot_params, _ = jax.lax.fori_loop(0, steps, step, (slot_params, optimiser.init(slot_params)))
-    new = jax.tree.map(lambda o, n: o.at[slot].set(n), all_params, slot_params)
-    return {**variables, "params": {**variables["params"], networks.COMPONENTS: new}}
+    init = (own.component, optimiser.init(own.component))
+    component, _ = jax.lax.fori_loop(0, steps, step, init)
+    return slot_layout.write(variables, slot, own.replace(component=component))
 
 
 def _place_slot_cholesky(module, variables, slot, std):
-    params = variables["params"]
-    heads = [networks.DIAG_HEAD]
-    if gmm.num_offdiag(module.dim):
-        heads.append(networks.OFFDIAG_HEAD)
-    for head in heads:
-        for leaf in ("kernel", "bias"):
-            path = (networks.COMPONENTS, head, leaf)
-            zeros = jnp.zeros(params[networks.COMPONENTS][head][leaf].shape[1:])
-            params = _set_slot(params, path, slot, zeros)
     std = jnp.maximum(std, module.min_std * (1.0 + 1e-3))
     raw = gmm.raw_from_diag(std, jnp.asarray(module.init_std), module.min_std)
     raw = jnp.broadcast_to(raw, (module.dim,))
-    slots = _set_slot(variables[networks.SLOTS], (networks.DIAG_OFFSET,), slot, raw)
-    return {**variables, "params": params, networks.SLOTS: slots}
+    placed = slot_layout.read(variables, slot).with_zero_covariance_heads()
+    return slot_layout.write(variables, slot, placed.replace(diag_offset=raw))
 
 
 def _place_slot_logit(variables, logits, active, slot, init_weight):
     """Copies the donor slot's gate column and offset (+ log(w / (1 - w))) to `slot`."""
     log_w = jax.nn.log_softmax(jnp.where(active, logits, -jnp.inf), axis=-1)  # (B, K)
     donor = jnp.argmax(jnp.where(active, jnp.mean(log_w, axis=0), -jnp.inf))
-    head = (networks.GATE, networks.GATE_HEAD)
-    gate = variables["params"][networks.GATE][networks.GATE_HEAD]
-    params = _set_slot(
-        variables["params"], head + ("kernel",), slot, jnp.take(gate["kernel"], donor, axis=1), 1
+    source = slot_layout.read(variables, donor)
+    placed = slot_layout.read(variables, slot).replace(
+        gate_kernel=source.gate_kernel,
+        gate_bias=source.gate_bias,
+        logit_offset=source.logit_offset + math.log(init_weight / (1.0 - init_weight)),
     )
-    params = _set_slot(params, head + ("bias",), slot, jnp.take(gate["bias"], donor))
-    offsets = variables[networks.SLOTS][networks.LOGIT_OFFSET]
-    offset = offsets[donor] + math.log(init_weight / (1.0 - init_weight))
-    slots = _set_slot(variables[networks.SLOTS], (networks.LOGIT_OFFSET,), slot, offset)
-    return {**variables, "params": params, networks.SLOTS: slots}
+    return slot_layout.write(variables, slot, placed)
 
 
 def _reinit_slot(module, variables, contexts, slot, key):
-    fresh = module.init(key, contexts[:1])["params"][networks.COMPONENTS]
-    old = variables["params"][networks.COMPONENTS]
-    new = jax.tree.map(lambda o, f: o.at[slot].set(jnp.take(f, slot, axis=0)), old, fresh)
-    return {**variables, "params": {**variables["params"], networks.COMPONENTS: new}}
+    fresh = slot_layout.read(module.init(key, contexts[:1]), slot)
+    own = slot_layout.read(variables, slot)
+    return slot_layout.write(variables, slot, own.replace(component=fresh.component))
 
 
 def add_component(
@@ -414,38 +387,3 @@ def add_component(
     )
     new_state = pytree.select(added, added_state, state)
     return new, new_state, slot, added
-
-
-def gate_column_mask(params: dict, slots: chex.Array) -> dict:
-    """Bool pytree like `params`: True on the gate head's column (kernel) and entry (bias) of
-    every slot where `slots` (K,) bool is True, False everywhere else."""
-    mask = jax.tree.map(lambda leaf: jnp.zeros(leaf.shape, bool), params)
-    gate_head = params[networks.GATE][networks.GATE_HEAD]
-    mask[networks.GATE] = {
-        **mask[networks.GATE],
-        networks.GATE_HEAD: {
-            "kernel": jnp.broadcast_to(slots, gate_head["kernel"].shape),
-            "bias": jnp.broadcast_to(slots, gate_head["bias"].shape),
-        },
-    }
-    return mask
-
-
-def slot_param_mask(params: dict, slot: chex.Array) -> dict:
-    """Bool pytree like `params`: True on the entries that belong to `slot`.
-
-    These are the slot's entries of every leaf under params["components"] (slot axis first) and
-    its column of the gate head. Use it e.g. to zero the optimiser moments of a new slot
-    (`adaptation.reset_slot_moments`).
-    """
-
-    def component_mask(leaf):
-        return jnp.broadcast_to(
-            (jnp.arange(leaf.shape[0]) == slot).reshape((-1,) + (1,) * (leaf.ndim - 1)),
-            leaf.shape,
-        )
-
-    k = params[networks.GATE][networks.GATE_HEAD]["bias"].shape[0]
-    mask = gate_column_mask(params, jnp.arange(k) == slot)
-    mask[networks.COMPONENTS] = jax.tree.map(component_mask, params[networks.COMPONENTS])
-    return mask

@@ -8,15 +8,13 @@ Every technique of the method is one switch, so that an ablation is one flag:
 
 import ml_collections
 
-GMM_METHODS = ("avips", "vanilla_gmm")
-
 
 def default_config() -> ml_collections.ConfigDict:
     """All settings of a training run, with their defaults."""
     c = ml_collections.ConfigDict()
     c.seed = 0
-    # "avips", or the baseline "vanilla_gmm" (plain reparameterised ELBO gradients; validate_config
-    # requires projection, adaptive trust regions, SIR, adding and removal off for it).
+    # A name of `methods.METHODS`: "avips", or a baseline: "vanilla_gmm" (plain reparameterised
+    # ELBO gradients; it needs projection, SIR, adding and removal off), "flow", "gan", ...
     c.method = "avips"
 
     c.target = ml_collections.ConfigDict()
@@ -181,36 +179,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         ValueError: naming the offending field.
     """
     m, t = config.model, config.train
-    from avips_jax import baselines  # here: baselines' modules import this one
+    from avips_jax import methods  # here: the methods' modules import this one
 
-    if config.method not in GMM_METHODS and not baselines.is_baseline(config.method):
-        raise ValueError(
-            f"method must be one of {GMM_METHODS + tuple(baselines.METHODS)}, "
-            f"got {config.method!r}."
-        )
-    if baselines.is_baseline(config.method) and "baseline" not in config:
-        raise ValueError(
-            f"method {config.method!r} needs a config.baseline section: "
-            "config.baseline = avips_jax.baselines.default_baseline_config(method)."
-        )
-    if config.method == "vanilla_gmm":
-        on = [
-            name
-            for name, value in (
-                ("projection.enabled", config.projection.enabled),
-                ("sir.enabled", config.sir.enabled),
-                ("components.add", config.components.add),
-                ("components.remove", config.components.remove),
-                ("train.uniform_component_share", config.train.uniform_component_share),
-                ("train.gate_refit_fraction", config.train.gate_refit_fraction),
-            )
-            if value
-        ]
-        if on:
-            raise ValueError(
-                f"method 'vanilla_gmm' trains without aVIPS's techniques; switch off {on} "
-                "(experiments/configs/common.py: as_vanilla_gmm)."
-            )
+    methods.check_method(config)
     if not 1 <= m.initial_components <= m.num_components:
         raise ValueError(
             f"model.initial_components={m.initial_components} must be in "

@@ -1,4 +1,5 @@
-"""Training entry point: wires aVIPS (or a baseline) into the loop of `avips_jax.loop`.
+"""Training entry point: wires the trainer of `config.method` (`avips_jax.methods`) into the loop
+of `avips_jax.loop`.
 
     result = fit(config)                      # target from config.target
     result = fit(config, target=my_target)    # any `targets.Target`
@@ -24,7 +25,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from avips_jax import adaptation, baselines, loop, networks, targets, train
+from avips_jax import loop, methods, networks, targets, train
 from avips_jax import model as model_lib
 from avips_jax.config import validate_config
 from avips_jax.loop import NonFiniteContextError, RunRecords, StepReport
@@ -56,31 +57,15 @@ class FitResult:
     model: Any = None
 
 
-@dataclasses.dataclass(frozen=True)
-class _Method:
-    """What the loop needs of one method (aVIPS or a baseline), plus how to build its model."""
-
-    target: targets.Target
-    module: networks.ConditionalGMM | None
-    state: Any  # the fresh state from config.seed
-    step_fn: Callable
-    log_scalars: loop.LogScalars
-    adapt: loop.Adapt | None
-    make_model: Callable[[Any], Any]  # final state -> trained model
-
-
 def build(config: ml_collections.ConfigDict, target: targets.Target | None = None):
-    """Target, module, optimiser, initial state and the jitted steps of a run."""
+    """Target, module, optimiser, initial state (from `config.seed`) and the jitted step of a
+    conditional-GMM run (aVIPS or the vanilla GMM: `methods.make_gmm`)."""
     validate_config(config)
     if target is None:
         target = targets.make_target(config.target.name, **config.target.kwargs.to_dict())
-    module = train.make_model(config, target)
-    optimizer = train.make_optimizer(config)
-    state = train.create_train_state(
-        config, module, target, optimizer, jax.random.PRNGKey(config.seed)
-    )
-    step_fn = train.make_train_step(config, module, target, optimizer)
-    return target, module, optimizer, state, step_fn
+    gmm = methods.make_gmm(config, target)
+    state = gmm.init(jax.random.PRNGKey(config.seed), config)
+    return target, gmm.module, gmm.optimizer, state, gmm.step_fn
 
 
 def fit(
@@ -94,8 +79,8 @@ def fit(
     records: RunRecords | None = None,
     on_step: Callable[[StepReport], None] | None = None,
 ) -> FitResult:
-    """Trains aVIPS (or the baseline `config.method` names) for config.train.num_steps steps (or
-    the steps left after `initial_state`).
+    """Trains the method `config.method` names (`methods.METHODS`) for config.train.num_steps
+    steps (or the steps left after `initial_state`).
 
     Args:
         config: a config from `avips_jax.config.default_config()` (possibly overridden).
@@ -115,72 +100,45 @@ def fit(
         NonFiniteContextError: if a sampled context is NaN or infinite.
         ValueError: if `initial_state` does not fit the config.
     """
-    if baselines.is_baseline(config.method):
-        method = _baseline_method(config, target)
+    validate_config(config)
+    if target is None:
+        target = targets.make_target(config.target.name, **config.target.kwargs.to_dict())
+    trainer = methods.make_trainer(config, target)
+    key = jax.random.PRNGKey(config.seed)
+    if initial_state is None:
+        state = trainer.init(key)
     else:
-        method = _avips_method(config, target)
-    state = method.state
-    if initial_state is not None:
-        _check_initial_state(initial_state, state)
+        _check_initial_state(initial_state, jax.eval_shape(trainer.init, key))
         state = initial_state
     records = RunRecords() if records is None else records
     state = loop.run_loop(
         config,
-        method.target,
+        target,
         state,
-        method.step_fn,
-        log_scalars=method.log_scalars,
+        trainer.step,
+        log_scalars=trainer.log_scalars,
         records=records,
-        adapt=method.adapt,
+        adapt=trainer.adapt,
         mesh=mesh,
         progress=progress,
         callback=callback,
         on_step=on_step,
     )
+    model = trainer.model(state)
     return FitResult(
         state=state,
-        module=method.module,
-        target=method.target,
+        module=model.module if isinstance(model, model_lib.AmortizedGMM) else None,
+        target=target,
         history=records.history,
         events=records.events,
         wall_time_s=records.wall_time_s,
-        model=method.make_model(state),
-    )
-
-
-def _avips_method(config: ml_collections.ConfigDict, target: targets.Target | None) -> _Method:
-    """aVIPS: the train step of `avips_jax.train`, component adding / removal between steps."""
-    target, module, _, state, step_fn = build(config, target)
-    return _Method(
-        target=target,
-        module=module,
-        state=state,
-        step_fn=step_fn,
-        log_scalars=loop.avips_log_scalars(config, module, target),
-        adapt=adaptation.make_adapt(config, module, target),
-        make_model=lambda s: model_lib.AmortizedGMM.from_train_state(s, module, target.context_dim),
-    )
-
-
-def _baseline_method(config: ml_collections.ConfigDict, target: targets.Target | None) -> _Method:
-    """A baseline trainer (`avips_jax.baselines`): its own step, no adding / removal."""
-    validate_config(config)
-    if target is None:
-        target = targets.make_target(config.target.name, **config.target.kwargs.to_dict())
-    trainer = baselines.make_trainer(config, target)
-    return _Method(
-        target=target,
-        module=None,
-        state=trainer.init(jax.random.PRNGKey(config.seed)),
-        step_fn=trainer.step,
-        log_scalars=loop.model_log_scalars(config, trainer.model, target),
-        adapt=None,
-        make_model=trainer.model,
+        model=model,
     )
 
 
 def _check_initial_state(initial: Any, fresh: Any) -> None:
-    """ValueError unless `initial` has the structure, shapes and dtypes of this config's state."""
+    """ValueError unless `initial` has the structure, shapes and dtypes of `fresh`, the shapes
+    (`jax.eval_shape`) of this config's state."""
     if jax.tree.structure(initial) != jax.tree.structure(fresh):
         raise ValueError("initial_state does not have the TrainState structure of this config")
     for path, a, b in zip(
@@ -189,9 +147,9 @@ def _check_initial_state(initial: Any, fresh: Any) -> None:
         jax.tree.leaves(fresh),
         strict=True,
     ):
-        da, db = jnp.asarray(a).dtype, jnp.asarray(b).dtype
-        if np.shape(a) != np.shape(b) or da != db:
+        da, db = jnp.asarray(a).dtype, b.dtype  # b: a jax.ShapeDtypeStruct
+        if np.shape(a) != tuple(b.shape) or da != db:
             raise ValueError(
                 f"initial_state{jax.tree_util.keystr(path[0])} has shape {np.shape(a)} {da}, "
-                f"this config needs {np.shape(b)} {db}"
+                f"this config needs {tuple(b.shape)} {db}"
             )

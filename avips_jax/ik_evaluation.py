@@ -3,10 +3,10 @@
     metrics = evaluate_model(model, target, contexts, key, samples_per_target=250,
                              refine_fn=refine.refine)
 
-`model` is anything with `sample(key, contexts (T, d_c), n) -> (T, n, d)`; where it has them,
-`log_prob(x (T, n, d), contexts) -> (T, n)` (ELBO, entropy), `sample_with_components` (component
-ids for plots), `weights(contexts) -> (T, K)` (active components) and `num_parameters`.
-`target` is an IK target (targets/ik.py contract): `position_error(x, c)` (m),
+`model` is a `sampling_model.SamplingModel`: `sample`, `sample_with_components` (component ids
+for plots), `num_parameters` and, where `has_density`, `log_prob` (ELBO, entropy); a mixture
+(`model.AmortizedGMM`) adds its active components and the errors at its modes.
+`target` is a `targets.RobotTarget` (IK or TALOS): `position_error(x, c)` (m),
 `orientation_error(x, c)` (rad, pose contexts), `log_prob`, `joints(x)`, `robot`, `context`;
 it must be hashable (the targets are frozen dataclasses): it is a static argument of the jitted
 error and density evaluations.
@@ -27,6 +27,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from avips_jax import gmm, ik_metrics, rotations
+from avips_jax.model import AmortizedGMM
+from avips_jax.sampling_model import SamplingModel
+from avips_jax.targets.base import RobotTarget
 
 # Pose contexts: a sample succeeds when it is within both the position and the angle threshold.
 SUCCESS_RAW_RAD = float(np.deg2rad(2.0))  # IKFlow's headline "within 10 mm and 2 deg"
@@ -63,51 +66,31 @@ class Solutions:
     log_q: np.ndarray | None
 
 
-def context_kind(target) -> str:
-    """ "position" or "pose" (targets without a `context` attribute are position targets)."""
-    return str(getattr(target, "context", "position"))
+def joint_limits(target: RobotTarget) -> tuple[np.ndarray, np.ndarray]:
+    """(lower, upper) of the robot joints (rad)."""
+    return np.asarray(target.robot.lower), np.asarray(target.robot.upper)
 
 
-def target_joints(target, x: chex.Array) -> jax.Array:
-    """The robot joint part of x (..., d) (x itself for targets without `joints`)."""
-    return target.joints(x) if hasattr(target, "joints") else jnp.asarray(x)
-
-
-def joint_limits(target) -> tuple[np.ndarray, np.ndarray]:
-    """(lower, upper) of the robot joints (the target's box if it has no robot)."""
-    robot = getattr(target, "robot", None)
-    if robot is not None:
-        return np.asarray(robot.lower), np.asarray(robot.upper)
-    return np.asarray(target.lower), np.asarray(target.upper)
-
-
-def sample_solutions(model, target, contexts: chex.Array, key: chex.PRNGKey, n: int) -> Solutions:
+def sample_solutions(
+    model: SamplingModel, target: RobotTarget, contexts: chex.Array, key: chex.PRNGKey, n: int
+) -> Solutions:
     """n samples per context and their errors and densities.
 
     Raises:
         ValueError: if the model returns samples of the wrong shape.
     """
     contexts = jnp.asarray(contexts)
-    if hasattr(model, "sample_with_components"):
-        x, ids = model.sample_with_components(key, contexts, n)
-    else:
-        x, ids = model.sample(key, contexts, n), None
+    x, ids = model.sample_with_components(key, contexts, n)
     expected = (contexts.shape[0], n, target.dim)
     if tuple(x.shape) != expected:
         raise ValueError(f"model.sample returned shape {tuple(x.shape)}, expected {expected}")
     x_density, log_q = x, None
-    if hasattr(model, "sample_and_log_prob"):
-        # Models that sample at another temperature than their density (the flow's latent
-        # scale): ELBO and entropy come from a separate draw of the density itself.
-        x_density, log_q = model.sample_and_log_prob(jax.random.fold_in(key, 1), contexts, n)
-    elif getattr(model, "latent_scale", 1.0) != 1.0:
-        # A GMM sampling wider or narrower than its density (`AmortizedGMM.latent_scale`): the
-        # same, from a draw of q itself.
-        density = model.with_latent_scale(1.0)
-        x_density = density.sample(jax.random.fold_in(key, 1), contexts, n)
-        log_q = density.log_prob(x_density, contexts)
-    elif getattr(model, "has_density", False):
+    if model.has_density and model.samples_follow_density:
         log_q = model.log_prob(x, contexts)
+    elif model.has_density:
+        # A model sampling at another temperature than its density (the flow's or the GMM's
+        # latent scale): ELBO and entropy come from a separate draw of the density itself.
+        x_density, log_q = model.sample_and_log_prob(jax.random.fold_in(key, 1), contexts, n)
     pos, ori = errors(target, x, contexts)
     return Solutions(
         contexts=np.asarray(contexts),
@@ -125,7 +108,7 @@ def errors(target, x: chex.Array, contexts: chex.Array):
     """Position errors (T, n) m and, for pose contexts, orientation errors (T, n) rad (else
     None) of x (T, n, d) for contexts (T, d_c); one jitted call (the target is hashable)."""
     c = contexts[:, None, :]
-    pose = context_kind(target) == "pose"
+    pose = target.context == "pose"
     return target.position_error(x, c), target.orientation_error(x, c) if pose else None
 
 
@@ -134,16 +117,15 @@ def _log_p(target, x, contexts):
     return target.log_prob(x, contexts[:, None, :])
 
 
-def can_refine(target) -> bool:
+def can_refine(target: RobotTarget) -> bool:
     """Whether x is exactly the joint vector of `target.robot` (refinement applies)."""
-    robot = getattr(target, "robot", None)
-    return robot is not None and target.dim == robot.dof
+    return target.dim == target.robot.dof
 
 
 def split_contexts(target, contexts: chex.Array) -> tuple[jax.Array, jax.Array | None]:
     """Goal positions (T, 3) m and, for pose contexts, rotations (T, 3, 3) from (w, x, y, z)."""
     contexts = jnp.asarray(contexts)
-    if context_kind(target) == "pose":
+    if target.context == "pose":
         return contexts[:, :3], rotations.quaternion_to_matrix(contexts[:, 3:7])
     return contexts[:, :3], None
 
@@ -216,7 +198,7 @@ def accuracy_metrics(target, sol: Solutions) -> dict:
         SUCCESS_RAW_RAD if sol.orientation_error is not None else None,
     )
     lower, upper = joint_limits(target)
-    q = np.asarray(target_joints(target, sol.x))
+    q = np.asarray(target.joints(sol.x))
     out["joint_limit_violation_percent"] = ik_metrics.joint_limit_violation_percent(q, lower, upper)
     if sol.log_q is not None:
         out["elbo"], out["entropy"] = ik_metrics.elbo_and_entropy(sol.log_p, sol.log_q)
@@ -225,7 +207,7 @@ def accuracy_metrics(target, sol: Solutions) -> dict:
 
 def diversity_metrics(target, sol: Solutions, radius: float, min_fraction: float) -> dict:
     """Mean pairwise joint distance and greedy solution clusters among raw successes."""
-    q = jnp.asarray(target_joints(target, sol.x))
+    q = jnp.asarray(target.joints(sol.x))
     success = sol.position_error < ik_metrics.SUCCESS_RAW_M
     min_size = max(1, int(np.ceil(min_fraction * q.shape[1])))
     counts = np.asarray(ik_metrics.greedy_cluster_counts(q, radius, success, min_size))
@@ -240,7 +222,7 @@ def diversity_metrics(target, sol: Solutions, radius: float, min_fraction: float
 
 def refinement_metrics(target, sol: Solutions, key, refine_fn, num_reference, mmd_targets) -> dict:
     """Success after refinement of the model's samples, and MMD against reference solutions."""
-    q = refine_to_contexts(refine_fn, target, target_joints(target, sol.x), sol.contexts)
+    q = refine_to_contexts(refine_fn, target, target.joints(sol.x), sol.contexts)
     ok, pos = reached(target, q, sol.contexts, ik_metrics.SUCCESS_REFINED_M, SUCCESS_REFINED_RAD)
     out = {
         "success_rate_refined": float(np.mean(ok)),
@@ -261,7 +243,7 @@ def _mmd_metrics(target, sol: Solutions, key, refine_fn, num_reference, mmd_targ
     ref, converged = reference_solutions(
         target, sol.contexts[:t], key_ref, num_reference, refine_fn
     )
-    model_q = target_joints(target, sol.x[:t])
+    model_q = target.joints(sol.x[:t])
     uniform = uniform_joints(target, key_uniform, model_q.shape[:2])
     x_mask = np.arange(model_q.shape[1])[None, :] < converged.sum(axis=1, keepdims=True)
     mmd = np.asarray(ik_metrics.mmd_ikflow_batched(model_q, ref, converged, x_mask))
@@ -323,7 +305,7 @@ def coverage_metrics(
     q, ok = _refine_converged(refine_fn, target, seeds, contexts, FULL_ITERATIONS)
     ref, ref_ok = q[:, :num_reference], ok[:, :num_reference]
     restarts, restarts_ok = q[:, num_reference:], ok[:, num_reference:]
-    model_q = target_joints(target, sol.x)
+    model_q = target.joints(sol.x)
     _, few_ok = _refine_converged(refine_fn, target, model_q, sol.contexts, FEW_ITERATIONS)
     model, model_ok = _refine_converged(refine_fn, target, model_q, sol.contexts, FULL_ITERATIONS)
     d_model, d_restarts = (
@@ -369,33 +351,28 @@ def _ratio(a: float, b: float) -> float:
         return float(np.float64(a) / np.float64(b))
 
 
-def model_metrics(model, contexts, threshold: float = 0.01) -> dict:
+def model_metrics(model: SamplingModel, contexts, threshold: float = 0.01) -> dict:
     """Parameter count and, for mixtures, components with weight > threshold per context."""
-    out = {}
-    try:
-        out["num_parameters"] = ik_metrics.parameter_count(model)
-    except TypeError:
-        pass
-    if hasattr(model, "weights"):
+    out = {"num_parameters": int(model.num_parameters)}
+    if isinstance(model, AmortizedGMM):
         active = ik_metrics.active_components(model.weights(jnp.asarray(contexts)), threshold)
         out.update(
             active_components_mean=float(np.mean(active)),
             active_components_min=int(np.min(active)),
             active_components_max=int(np.max(active)),
         )
-    if hasattr(model, "num_active"):
         out["num_active_slots"] = int(model.num_active)
     return out
 
 
-def mode_metrics(model, target, contexts) -> dict:
+def mode_metrics(model: SamplingModel, target: RobotTarget, contexts) -> dict:
     """Errors at the mean of each context's heaviest component (mixtures only, else {}).
 
     Set beside the sample errors they split the error into bias (where the components sit) and
     spread (how far samples stray from them): mode_position_error_{mean,median}_mm and, for
     pose contexts, mode_orientation_error_{mean,median}_deg.
     """
-    if not hasattr(model, "gmm_params"):
+    if not isinstance(model, AmortizedGMM):
         return {}
     contexts = jnp.asarray(contexts)
     params = model.gmm_params(contexts)
@@ -425,7 +402,7 @@ def latency_metrics(model, contexts, key, repeats: int = 3) -> dict:
 
 def evaluate_model(
     model,
-    target,
+    target: RobotTarget,
     contexts: chex.Array,
     key: chex.PRNGKey,
     *,
@@ -443,8 +420,8 @@ def evaluate_model(
     """All metrics of docs/math.md §9 for one model on one test set, as a flat JSON-ready dict.
 
     Args:
-        model: see the module docstring.
-        target: the IK target the contexts belong to.
+        model: a `SamplingModel` (see the module docstring).
+        target: the robot target the contexts belong to.
         contexts: (T, d_c) test contexts.
         key: PRNG key (sampling, reference seeds, latency, coverage); same key, same numbers.
         samples_per_target: n samples per context.
@@ -476,10 +453,18 @@ def evaluate_model(
         latency_1000x250_ms]. With `return_solutions`, the tuple (metrics, solutions).
         The refinement metrics (refined success, MMD, coverage) need `refine_fn` and a target
         whose x is the robot's joint vector (`can_refine`): none for TALOS (whole body).
+
+    Raises:
+        TypeError: if the model is not a `SamplingModel` or the target not a `RobotTarget`.
     """
-    contexts = jnp.asarray(contexts)
-    if hasattr(target, "check_contexts"):
-        contexts = target.check_contexts(contexts)
+    if not isinstance(model, SamplingModel):
+        raise TypeError(f"evaluate_model needs a SamplingModel, got {type(model).__name__}")
+    if not isinstance(target, RobotTarget):
+        raise TypeError(
+            f"evaluate_model needs a robot target (RobotTarget: IK or TALOS), got "
+            f"{type(target).__name__} {target.name!r}"
+        )
+    contexts = target.check_contexts(jnp.asarray(contexts))
     key_sample, key_ref, key_latency = jax.random.split(key, 3)
     solutions = sample_solutions(model, target, contexts, key_sample, samples_per_target)
     out = {"num_targets": int(contexts.shape[0]), "samples_per_target": int(samples_per_target)}

@@ -396,23 +396,6 @@ def active_components(weights: chex.Array, threshold: float = 0.01) -> np.ndarra
     return np.sum(weights > threshold, axis=-1)
 
 
-def parameter_count(model) -> int:
-    """Trainable scalars of a model: its `num_parameters`, else the leaves of `model.variables
-    ["params"]` / `model.params`.
-
-    Raises:
-        TypeError: if the model exposes none of these.
-    """
-    if hasattr(model, "num_parameters"):
-        return int(model.num_parameters)
-    variables = getattr(model, "variables", None)
-    params = variables.get("params") if isinstance(variables, dict) else None
-    params = params if params is not None else getattr(model, "params", None)
-    if params is None:
-        raise TypeError(f"{type(model).__name__} has no num_parameters, variables or params")
-    return int(sum(np.size(p) for p in jax.tree.leaves(params)))
-
-
 def best_time(fn: Callable[[], object], repeats: int = 5) -> float:
     """Best wall-clock seconds of `fn()` over `repeats` runs after one warm-up (compilation) run;
     every run waits for its outputs with `jax.block_until_ready`."""

@@ -30,8 +30,9 @@ logger = logging.getLogger(__name__)
 
 # (state, contexts (B, d_c), key) -> the model's scalars of a log step (Python numbers).
 LogScalars = Callable[[Any, chex.Array, chex.PRNGKey], dict[str, float]]
-# (step, state, contexts, key) -> (state, events): host-side changes after train step `step`.
-Adapt = Callable[[int, Any, chex.Array, chex.PRNGKey], tuple[Any, list[dict]]]
+# (state, contexts, key, step) -> (state, events): host-side changes after train step `step`
+# (0-based), with the contexts and key of that step.
+Adapt = Callable[[Any, chex.Array, chex.PRNGKey, int], tuple[Any, list[dict]]]
 
 
 class NonFiniteContextError(ValueError):
@@ -119,20 +120,19 @@ def make_diagnostics(
     """Jitted `(state, contexts (B, d_c), key) -> scalars` of the current model, for logging.
 
     Draws `config.train.log_samples` samples per context and returns the mean entropy estimate
-    "entropy" (nats) and, if the target has `position_error(x, c)` (metres), the mean
-    "position_error_mm" of the samples.
+    "entropy" (nats) and, for robot targets, the mean "position_error_mm" of the samples.
     """
     n = config.train.log_samples
-    position_error = getattr(target, "position_error", None)
+    is_robot = isinstance(target, targets.RobotTarget)
 
     def diagnostics(state, contexts, key):
         params = module.apply(state.variables, contexts)
         x, _ = gmm.sample(params, state.active, key, n)  # (n, B, d)
         x = jax.lax.stop_gradient(x)
         out = {"entropy": -jnp.mean(gmm.log_prob(params, state.active, x))}
-        if callable(position_error):
+        if is_robot:
             c = jnp.broadcast_to(contexts, (n, *contexts.shape))
-            out["position_error_mm"] = 1000.0 * jnp.mean(position_error(x, c))
+            out["position_error_mm"] = 1000.0 * jnp.mean(target.position_error(x, c))
         return out
 
     return jax.jit(diagnostics)
@@ -140,24 +140,26 @@ def make_diagnostics(
 
 def make_model_diagnostics(config: ml_collections.ConfigDict, model_fn, target: targets.Target):
     """Jitted `(state, contexts, key) -> scalars` for any model built by `model_fn(state)`:
-    "position_error_mm" (targets with `position_error`) and "entropy" (models with a density;
-    from `sample_and_log_prob` where the model samples at another temperature than its density).
+    "position_error_mm" (robot targets) and "entropy" (models with a density; from
+    `sample_and_log_prob` where the model samples at another temperature than its density).
     """
     n = config.train.log_samples
-    position_error = getattr(target, "position_error", None)
+    is_robot = isinstance(target, targets.RobotTarget)
 
     def diagnostics(state, contexts, key):
         model = model_fn(state)
         out = {}
-        if hasattr(model, "sample_and_log_prob"):
+        if model.has_density and not model.samples_follow_density:
             x, log_q = model.sample_and_log_prob(key, contexts, n)
             out["entropy"] = -jnp.mean(log_q)
         else:
             x = model.sample(key, contexts, n)
-            if getattr(model, "has_density", False):
+            if model.has_density:
                 out["entropy"] = -jnp.mean(model.log_prob(x, contexts))
-        if callable(position_error):
-            out["position_error_mm"] = 1000.0 * jnp.mean(position_error(x, contexts[:, None]))
+        if is_robot:
+            out["position_error_mm"] = 1000.0 * jnp.mean(
+                target.position_error(x, contexts[:, None])
+            )
         return out
 
     return jax.jit(diagnostics)
@@ -304,7 +306,7 @@ def run_loop(
             _check_steps(unchecked, target)
             unchecked.clear()
         if adapt is not None:
-            state, events = adapt(step, state, contexts, step_key)
+            state, events = adapt(state, contexts, step_key, step)
             records.events.extend(events)
         scalars = None
         if log_step:

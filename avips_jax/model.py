@@ -6,11 +6,12 @@
     w = model.weights(contexts)               # (T, K), zero on inactive slots
     wide = model.with_latent_scale(1.5)       # samples x = mu + 1.5 L eps (a test-time knob)
 
-This is the interface every model of the evaluation follows (`sample`, and `log_prob` where the
-model has a density); the baselines implement the same methods.
+It is a `sampling_model.SamplingModel`, the interface every model of the evaluation follows;
+the weights, the active slots and the mixture parameters are its own.
 """
 
 import functools
+from typing import ClassVar
 
 import chex
 import flax
@@ -18,11 +19,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from avips_jax import gmm, inputs, networks
+from avips_jax import gmm, inputs, networks, sampling_model
 
 
 @flax.struct.dataclass
-class AmortizedGMM:
+class AmortizedGMM(sampling_model.SamplingModel):
     """Network + variables + active mask of a conditional GMM q(x | c).
 
     Attributes:
@@ -36,7 +37,7 @@ class AmortizedGMM:
             the flow's latent scale, IKFlow's "softness"). `log_prob` is always q's, at scale 1.
     """
 
-    has_density = True  # class constant, not a field
+    has_density: ClassVar[bool] = True
 
     module: networks.ConditionalGMM = flax.struct.field(pytree_node=False)
     variables: dict
@@ -94,10 +95,20 @@ class AmortizedGMM:
             raise ValueError(f"n must be >= 1, got {n}")
         return _sample(self, key, self.check_contexts(contexts), int(n))
 
+    @property
+    def samples_follow_density(self) -> bool:
+        return self.latent_scale == 1.0
+
     def log_prob(self, x: chex.Array, contexts: chex.Array) -> jax.Array:
         """log q(x | c): x (T, n, d), contexts (T, d_c) -> (T, n)."""
         contexts = self.check_contexts(contexts)
         return _log_prob(self, inputs.check_points(x, contexts, self.dim), contexts)
+
+    def sample_and_log_prob(self, key: chex.PRNGKey, contexts: chex.Array, n: int):
+        """n draws of q itself (latent scale 1) and their log q: -> x (T, n, d), log_q (T, n)."""
+        density = self.with_latent_scale(1.0)
+        x = density.sample(key, contexts, n)
+        return x, density.log_prob(x, contexts)
 
     def weights(self, contexts: chex.Array) -> jax.Array:
         """Component weights (T, K), exactly zero on inactive slots."""

@@ -36,17 +36,16 @@ class IKSolver:
         config: the run's config (None when built in memory without one).
     """
 
-    target: base.Target
+    target: base.RobotTarget
     model: model_lib.AmortizedGMM
     config: ml_collections.ConfigDict | None = None
 
     def __post_init__(self):
-        robot = getattr(self.target, "robot", None)
-        if not isinstance(robot, robot_lib.Robot) or self.target.dim != robot.dof:
+        if not isinstance(self.target, base.RobotTarget) or self.target.dim != self.robot.dof:
+            joints = self.robot.dof if isinstance(self.target, base.RobotTarget) else None
             raise ValueError(
                 f"IKSolver needs an IK target whose samples are a robot's joint vector; target "
-                f"{self.target.name!r} has dim {self.target.dim} and robot "
-                f"{getattr(robot, 'dof', None)} joints"
+                f"{self.target.name!r} has dim {self.target.dim} and robot {joints} joints"
             )
         if self.model.dim != self.target.dim or self.model.context_dim != self.target.context_dim:
             raise ValueError(
@@ -86,7 +85,7 @@ class IKSolver:
     @property
     def context(self) -> str:
         """ "position" or "pose" (what a target vector holds)."""
-        return getattr(self.target, "context", "position")
+        return self.target.context
 
     def check_targets(self, targets: chex.Array) -> np.ndarray:
         """targets as a float64 (T, d_c) array, after checking shape, values and workspace.

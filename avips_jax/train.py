@@ -29,9 +29,9 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from avips_jax import components, gmm, networks, objectives, pytree, trust_region
+from avips_jax import components, gmm, networks, objectives, pytree, slot_layout, trust_region
 from avips_jax.baselines import valid_pairs
-from avips_jax.targets import Target
+from avips_jax.targets import RobotTarget, Target
 
 Metrics = dict[str, chex.Array]
 
@@ -176,8 +176,8 @@ def target_beta(step: chex.Array, anneal_steps: int, anneal_start: float) -> che
 def make_loss_fn(
     config: ml_collections.ConfigDict, module: networks.ConditionalGMM, target: Target
 ) -> Callable:
-    """loss(params, slots, old, active, trust_region, contexts, key, beta=1) -> (loss, (LossAux,
-    paired)).
+    """aVIPS's loss(params, slots, old, active, trust_region, contexts, key, beta=1) -> (loss,
+    (LossAux, paired)).
 
     `beta` () tempers the target: the objective sees beta * log p(x | c) (`target_beta`).
     `paired` is None, or (J_new, J_old) (K,) each: the per-slot objective of the projected model
@@ -189,12 +189,6 @@ def make_loss_fn(
 
     def loss_fn(params, slots, old, active, tr, contexts, key, beta=1.0):
         pred = module.apply({"params": params, networks.SLOTS: slots}, contexts)
-        if config.method == "vanilla_gmm":
-            x, eps = gmm.sample_components_and_noise(pred, key, t.samples_per_component)
-            log_p = beta * target.log_prob(x, contexts[None, :, None, :])
-            own = gmm.own_sample_log_prob(pred.chols, eps)
-            loss, aux = objectives.vanilla_elbo_loss(pred, active, x, log_p, own)
-            return loss, (aux, None)
         proj = pred
         if p.enabled:
             eps_cov = tr.eps_cov if p.covariance else None
@@ -237,15 +231,19 @@ def make_train_step(
     module: networks.ConditionalGMM,
     target: Target,
     optimizer: optax.GradientTransformation,
+    loss_fn: Callable | None = None,
 ) -> Callable[[TrainState, chex.Array], tuple[TrainState, Metrics]]:
     """The train step `(state, contexts (B, d_c)) -> (state, metrics)`: the jitted aVIPS step,
     preceded for the first `train.warm_start_steps` steps by the jitted warm-start step
     (`make_warm_start_step`; chosen on the host from `state.step`).
 
+    `loss_fn` (default: aVIPS's, `make_loss_fn`) is the objective of the step; the vanilla GMM
+    passes its own (`vanilla_gmm.make_loss_fn`).
+
     Contexts may be sharded over devices along B (data parallelism with `jax.sharding`); the
     parameters are replicated and XLA inserts the reductions.
     """
-    vips_step = make_vips_step(config, module, target, optimizer)
+    vips_step = make_vips_step(config, module, target, optimizer, loss_fn)
     warm_steps = config.train.warm_start_steps
     if warm_steps <= 0:
         return vips_step
@@ -276,10 +274,10 @@ def make_pair_nll(
         ValueError: naming `setting`, if the target has no `contexts_from_joints` (an IK target
             is needed).
     """
-    if not hasattr(target, "contexts_from_joints"):
+    if not (isinstance(target, RobotTarget) and target.has_joint_contexts):
         raise ValueError(
             f"{setting} > 0 needs an IK target with contexts_from_joints; target "
-            f"{getattr(target, 'name', target)!r} has none"
+            f"{target.name!r} has none"
         )
 
     def nll(params, slots, active, key):
@@ -354,9 +352,11 @@ def make_vips_step(
     module: networks.ConditionalGMM,
     target: Target,
     optimizer: optax.GradientTransformation,
+    loss_fn: Callable | None = None,
 ) -> Callable[[TrainState, chex.Array], tuple[TrainState, Metrics]]:
-    """The jitted aVIPS step `(state, contexts (B, d_c)) -> (state, metrics)` (module docstring).
-    The state's buffers are donated: the state passed in is invalid after the call.
+    """The jitted aVIPS step `(state, contexts (B, d_c)) -> (state, metrics)` (module docstring),
+    with objective `loss_fn` (default: `make_loss_fn`'s). The state's buffers are donated: the
+    state passed in is invalid after the call.
 
     With `train.forward_kl_weight` lambda > 0 the loss also holds lambda times the negative
     log-likelihood of the model on `train.forward_kl_pairs` fresh valid pairs (`make_pair_nll`,
@@ -367,7 +367,7 @@ def make_vips_step(
     Contexts may be sharded over devices along B (data parallelism with `jax.sharding`); the
     parameters are replicated and XLA inserts the reductions.
     """
-    vips_loss_fn = make_loss_fn(config, module, target)
+    vips_loss_fn = make_loss_fn(config, module, target) if loss_fn is None else loss_fn
     forward_kl_weight = config.train.forward_kl_weight
     pair_nll = None
     if forward_kl_weight > 0:
@@ -417,9 +417,7 @@ def make_vips_step(
         )
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         if grace:  # newborns keep their gate column (and so about their initial weight)
-            frozen = components.gate_column_mask(
-                state.params, components.in_grace(state.components)
-            )
+            frozen = slot_layout.gate_mask(state.params, components.in_grace(state.components))
             updates = jax.tree.map(lambda m, u: jnp.where(m, 0.0, u), frozen, updates)
         params = optax.apply_updates(state.params, updates)
         tr = state.trust_region

@@ -32,22 +32,23 @@ import numpy as np
 from absl import app, flags, logging
 
 from avips_jax import (
-    baselines,
     checkpoint,
     ik_evaluation,
-    ik_metrics,
-    networks,
+    methods,
     refine,
     runtime,
+    slot_layout,
     targets,
 )
+from avips_jax import run as run_lib
+from avips_jax.model import AmortizedGMM
+from avips_jax.targets import RobotTarget
 from experiments import (
     compare_claims,
     compare_figure,
     compare_report,
     compare_table,
     evaluate,
-    train,
 )
 from experiments.configs import common
 
@@ -143,11 +144,9 @@ def method_config(
 
 def unsupported_reason(config: ml_collections.ConfigDict) -> str | None:
     """Why the method of `config` cannot run on its target (the trainer's ValueError), or None."""
-    if not baselines.is_baseline(config.method):
-        return None
     target = targets.make_target(config.target.name, **config.target.kwargs.to_dict())
     try:
-        baselines.make_trainer(config, target)
+        methods.make_trainer(config, target)
     except ValueError as err:
         return str(err)
     return None
@@ -160,18 +159,12 @@ def run_dir(runs_dir: str | os.PathLike, robot: str, method: str) -> pathlib.Pat
 def parameters_in_use(model) -> int:
     """Trainable scalars of the slots in use: a GMM's inactive component slots (their component
     networks and gate-head outputs) do not count; other models count all parameters."""
-    total = ik_metrics.parameter_count(model)
-    active = getattr(model, "active", None)
-    if active is None:
+    total = model.num_parameters
+    if not isinstance(model, AmortizedGMM):
         return total
-    active = np.asarray(active, bool)
     params = model.variables["params"]
-    unused = 0
-    for leaf in jax.tree.leaves(params.get(networks.COMPONENTS, {})):  # slot axis first
-        unused += int(np.size(leaf) // active.size * np.sum(~active))
-    for leaf in jax.tree.leaves(params.get(networks.GATE, {}).get(networks.GATE_HEAD, {})):
-        unused += int(np.size(leaf) // active.size * np.sum(~active))  # slot axis last
-    return total - unused
+    unused = slot_layout.slot_mask(params, ~np.asarray(model.active, bool))
+    return total - int(sum(np.sum(leaf) for leaf in jax.tree.leaves(unused)))
 
 
 METRIC_KEYS = (
@@ -204,10 +197,8 @@ METRIC_KEYS = (
 
 
 def sigma_pos_m(target) -> float | None:
-    """The likelihood width of the end-effector position (m): `position_std`, or TALOS's
-    `gripper_std`."""
-    value = getattr(target, "position_std", getattr(target, "gripper_std", None))
-    return None if value is None else float(value)
+    """The likelihood width of the end-effector position (m) of a robot target, else None."""
+    return float(target.goal_position_std) if isinstance(target, RobotTarget) else None
 
 
 def metrics_row(robot: str, method: str, metrics: dict, run, trained: str) -> dict:
@@ -215,7 +206,7 @@ def metrics_row(robot: str, method: str, metrics: dict, run, trained: str) -> di
     row = {"robot": robot, "method": method, "status": "ok", "note": ""}
     row.update({key: metrics.get(key) for key in METRIC_KEYS})
     sigma = sigma_pos_m(run.target)
-    is_gmm = hasattr(run.model, "active")
+    is_gmm = isinstance(run.model, AmortizedGMM)
     row.update(
         sigma_pos_mm=None if sigma is None else 1e3 * sigma,
         max_components=int(run.config.model.num_components) if is_gmm else None,
@@ -233,7 +224,7 @@ def metrics_row(robot: str, method: str, metrics: dict, run, trained: str) -> di
 def train_or_load(config: ml_collections.ConfigDict, workdir: pathlib.Path, progress: bool) -> str:
     """Trains (or resumes) the run in `workdir`; "loaded" if it had already finished, else
     "here"."""
-    result = train.train_and_checkpoint(config, workdir, progress=progress)
+    result = run_lib.train_and_checkpoint(config, workdir, progress=progress)
     return "loaded" if result is None else "here"
 
 
@@ -264,7 +255,7 @@ def evaluate_one(robot: str, method: str, workdir: pathlib.Path, settings: Setti
     evaluate.write_metrics(workdir / evaluate.METRICS_FILE, metrics)
     row = metrics_row(robot, method, metrics, run, trained)
     panel = None
-    if hasattr(run.target, "skeleton_points"):
+    if isinstance(run.target, RobotTarget):
         contexts = evaluate.make_test_contexts(run.target, ev["num_targets"], ev["seed"])
         one = contexts[FIGURE_TARGET : FIGURE_TARGET + 1]
         panel = figure_panel(run, method, one, ev["samples_per_target"], ev["seed"])
@@ -286,7 +277,7 @@ def plan(settings: Settings) -> list[Job]:
     """Every (robot, method) job, checked before anything is trained.
 
     Raises:
-        ConfigMismatchError (experiments.train): a run directory holds a run of another config.
+        run_lib.ConfigMismatchError: a run directory holds a run of another config.
     """
     jobs = []
     for robot in settings.robots:
@@ -302,7 +293,7 @@ def plan(settings: Settings) -> list[Job]:
             workdir = run_dir(settings.runs_dir, robot, method)
             reason = unsupported_reason(config)
             if reason is None:
-                train.check_workdir(workdir, config)
+                run_lib.check_workdir(workdir, config)
             jobs.append(Job(robot, method, config, workdir, reason))
     return jobs
 

@@ -21,6 +21,8 @@ import numpy as np
 from absl import app, flags
 
 from avips_jax import checkpoint, ik_evaluation, ik_metrics, plots, refine, runtime
+from avips_jax.model import AmortizedGMM
+from avips_jax.targets import RobotTarget
 
 FLAGS = flags.FLAGS
 
@@ -74,14 +76,13 @@ def run_info(run, settings: dict) -> dict:
     """What the numbers were measured on: robot, contexts, sigma_pos, hardware, versions."""
     device = jax.devices()[0]
     target = run.target
-    std = getattr(target, "position_std", None)
     return {
         "workdir": str(run.workdir),
         "checkpoint_step": int(run.step),
         "target": target.name,
-        "robot": getattr(target, "robot_name", getattr(target, "name", "")),
-        "context": ik_evaluation.context_kind(target),
-        "position_std_m": None if std is None else float(std),
+        "robot": target.robot.name,
+        "context": target.context,
+        "position_std_m": float(target.goal_position_std),
         "hardware": f"{device.platform}: {device.device_kind} (x{jax.device_count()})",
         "jax_version": jax.__version__,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
@@ -116,21 +117,20 @@ def _history(workdir: pathlib.Path) -> list[dict]:
 def make_plots(run, solutions: ik_evaluation.Solutions, plot_dir: pathlib.Path) -> list:
     """The PNGs of one evaluation (those that apply to the target and model)."""
     target, model, paths = run.target, run.model, []
-    name = f"{getattr(target, 'robot_name', target.name)} ({ik_evaluation.context_kind(target)})"
-    if hasattr(target, "skeleton_points"):
-        points = np.asarray(jax.jit(target.skeleton_points)(solutions.x[0]))
-        comps = None if solutions.components is None else solutions.components[0]
-        goal = np.asarray(solutions.contexts[0, :3])
-        paths.append(
-            plots.plot_solutions_3d(
-                plot_dir / "solutions_target0.png",
-                points,
-                target.skeleton_edges,
-                goal,
-                comps,
-                title=f"{name}: solutions for test target 0",
-            )
+    name = f"{target.robot.name} ({target.context})"
+    points = np.asarray(jax.jit(target.skeleton_points)(solutions.x[0]))
+    comps = None if solutions.components is None else solutions.components[0]
+    goal = np.asarray(solutions.contexts[0, :3])
+    paths.append(
+        plots.plot_solutions_3d(
+            plot_dir / "solutions_target0.png",
+            points,
+            target.skeleton_edges,
+            goal,
+            comps,
+            title=f"{name}: solutions for test target 0",
         )
+    )
     paths.append(
         plots.plot_error_histogram(
             plot_dir / "position_error_hist.png",
@@ -138,7 +138,7 @@ def make_plots(run, solutions: ik_evaluation.Solutions, plot_dir: pathlib.Path) 
             title=f"{name}: position error of {solutions.position_error.size} samples",
         )
     )
-    if hasattr(model, "weights"):
+    if isinstance(model, AmortizedGMM):
         weights = np.asarray(model.weights(solutions.contexts))
         paths.append(
             plots.plot_component_weights(
@@ -155,6 +155,15 @@ def make_plots(run, solutions: ik_evaluation.Solutions, plot_dir: pathlib.Path) 
     return paths
 
 
+def check_robot_target(target) -> None:
+    """ValueError unless `target` is a robot target (IK or TALOS): the IK metrics need a robot."""
+    if not isinstance(target, RobotTarget):
+        raise ValueError(
+            f"evaluate measures IK solutions and needs a robot target (ik, talos), not "
+            f"{target.name!r}"
+        )
+
+
 def evaluate_run(
     run,
     *,
@@ -166,7 +175,12 @@ def evaluate_run(
     plot_dir: pathlib.Path | None = None,
 ) -> tuple[dict, list]:
     """Metrics (with run info) and plots of a loaded run (`checkpoint.TrainedRun`-like: config,
-    target, model, step, workdir). Overrides default to the config's `eval` section."""
+    target, model, step, workdir). Overrides default to the config's `eval` section.
+
+    Raises:
+        ValueError: if the run's target is not a robot target (`check_robot_target`).
+    """
+    check_robot_target(run.target)
     settings = eval_settings(run.config, num_targets, samples_per_target, seed)
     contexts = make_test_contexts(run.target, settings["num_targets"], settings["seed"])
     key = jax.random.PRNGKey(settings["seed"] + 1)
@@ -225,6 +239,7 @@ def main(argv):
     workdir = pathlib.Path(FLAGS.workdir)
     try:
         run = checkpoint.load_model(workdir, FLAGS.step)
+        check_robot_target(run.target)
         eval_settings(run.config, FLAGS.num_targets, FLAGS.samples_per_target, FLAGS.seed)
     except (FileNotFoundError, ValueError, KeyError, TypeError) as err:  # bad run dir / config
         sys.exit(f"evaluate: error: {err}")

@@ -24,6 +24,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from avips_jax import checkpoint, refine, runtime
+from avips_jax.model import AmortizedGMM
 from experiments import compare_report, compare_table, evaluate, seeds
 
 FLAGS = flags.FLAGS
@@ -74,7 +75,7 @@ def run_dirs(
 def evaluate_scales(workdir: pathlib.Path, scales: tuple[float, ...]) -> list[dict]:
     """One metrics dict per scale (with "latent_scale") of the run in `workdir`."""
     run = checkpoint.load_model(workdir)
-    if not hasattr(run.model, "with_latent_scale"):
+    if not isinstance(run.model, AmortizedGMM):
         raise ValueError(f"{workdir}: the model of method {run.config.method!r} is not a GMM")
     rows = []
     with tempfile.TemporaryDirectory() as plot_dir:

@@ -1,212 +1,36 @@
-r"""Trains aVIPS on a config and writes a run directory; resumes a killed run.
+r"""Trains a config into a run directory (`avips_jax.run.train_and_checkpoint`); resumes a
+killed run.
 
     python -m experiments.train --config=experiments/configs/panda.py:quick --workdir=runs/panda
     python -m experiments.train --config=experiments/configs/toy.py:banana,quick \
         --config.train.num_steps=500 --workdir=/tmp/banana
 
-The run directory gets config.json (the resolved config), checkpoints/<step>/ (orbax, every
-`train.checkpoint_every` steps and at the end), tensorboard/ (scalars under train/), and
-history.jsonl (one JSON line of scalars per logged step). Launched again on the same directory
-with the same config, it resumes from the newest checkpoint and reaches exactly the result of an
-uninterrupted run; a finished run is left as it is. A different config is refused (exit code 1,
-the differing keys listed) and nothing in the directory is overwritten.
+What the run directory holds, and how resuming and a differing config are handled: see
+`avips_jax/run.py`. Errors (bad config, a workdir of another config, an unknown `--config.` key)
+exit with code 1 and a message naming the problem.
 """
 
-import importlib.util
-import json
-import pathlib
 import sys
 
 import jax
-import ml_collections
-import tensorboardX
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from avips_jax import checkpoint, fit, runtime, targets
-from avips_jax.config import validate_config
-
-HISTORY_FILE = "history.jsonl"
-TENSORBOARD_DIR = "tensorboard"
+from avips_jax import run, runtime
+from experiments import flag_errors
 
 FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-    """The CLI flags; defined only when run as a program, so that importing this module (e.g.
-    from experiments/compare.py, beside evaluate's --workdir) defines no flags."""
+    """The CLI flags; defined only when run as a program, so that importing this module defines
+    no flags."""
     config_flags.DEFINE_config_file(
         "config", None, "Config file, e.g. experiments/configs/panda.py:quick.", lock_config=True
     )
     flags.DEFINE_string("workdir", None, "Run directory (created; resumed if it exists).")
     flags.DEFINE_bool("progress", True, "Show a progress bar.")
     flags.mark_flags_as_required(["config", "workdir"])
-
-
-class ConfigMismatchError(ValueError):
-    """The run directory holds a run of another config."""
-
-
-def check_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> int | None:
-    """The step to resume from (None: start afresh), after checking the directory's config.
-
-    Raises:
-        ConfigMismatchError: `workdir/config.json` differs from `config` (lists the keys).
-        CheckpointError: checkpoints without a config.json.
-    """
-    step = checkpoint.latest_step(workdir)
-    if not (workdir / checkpoint.CONFIG_FILE).exists():
-        if step is not None:
-            raise checkpoint.CheckpointError(
-                f"{workdir} has checkpoints but no {checkpoint.CONFIG_FILE}; use another workdir"
-            )
-        return None
-    diffs = checkpoint.config_differences(checkpoint.load_config(workdir), config)
-    if diffs:
-        lines = "\n".join(f"  {key}: saved {a!r}, given {b!r}" for key, a, b in diffs)
-        raise ConfigMismatchError(
-            f"{workdir / checkpoint.CONFIG_FILE} differs from the given config in "
-            f"{len(diffs)} key(s):\n{lines}\nUse another --workdir or the saved config."
-        )
-    return step
-
-
-def _write_history(path: pathlib.Path, history: list[dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(h) + "\n" for h in history), encoding="utf-8")
-    tmp.replace(path)
-
-
-def _make_logger(workdir: pathlib.Path, config, records: fit.RunRecords, resumed_step: int | None):
-    """TensorBoard writer and the history file, both matching the records at the restored step;
-    returns (writer, log(scalars))."""
-    history_path = workdir / HISTORY_FILE
-    _write_history(history_path, records.history)  # drops lines logged after the checkpoint
-    purge = None if resumed_step is None else resumed_step + 1  # TensorBoard drops steps >= purge
-    writer = tensorboardX.SummaryWriter(str(workdir / TENSORBOARD_DIR), purge_step=purge)
-    if resumed_step is None:
-        writer.add_text("config", "```\n" + config.to_json(indent=2) + "\n```", 0)
-
-    def log(scalars: dict) -> None:
-        step = int(scalars["step"])
-        with history_path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(scalars) + "\n")
-        for key, value in scalars.items():
-            if key != "step":
-                writer.add_scalar(f"train/{key}", value, step)
-        writer.flush()
-
-    return writer, log
-
-
-def train_and_checkpoint(
-    config: ml_collections.ConfigDict,
-    workdir: str | pathlib.Path,
-    *,
-    progress: bool = True,
-    on_step=None,
-) -> fit.FitResult | None:
-    """Trains `config` in `workdir`, resuming from its newest checkpoint.
-
-    Args:
-        config: the resolved config.
-        workdir: the run directory.
-        progress: show a tqdm bar.
-        on_step: extra per-step hook, called after checkpointing (tests use it to stop a run).
-
-    Returns:
-        The `fit.FitResult`, or None if the run had already finished (nothing is written then).
-
-    Raises:
-        ConfigMismatchError, checkpoint.CheckpointError, ValueError (bad config), TypeError
-        (bad target settings): before anything is written.
-    """
-    workdir = pathlib.Path(workdir)
-    validate_config(config)
-    target = targets.make_target(config.target.name, **config.target.kwargs.to_dict())
-    step = check_workdir(workdir, config)
-    state, records = None, fit.RunRecords()
-    if step is not None:
-        state = checkpoint.restore(workdir, checkpoint.abstract_state(config, target))
-        records = fit.RunRecords.from_json(checkpoint.restore_records(workdir, step))
-        if step >= config.train.num_steps:
-            print(f"{workdir}: the run is complete ({step} of {config.train.num_steps} steps).")
-            return None
-        print(f"{workdir}: resuming from step {step} of {config.train.num_steps}.")
-    workdir.mkdir(parents=True, exist_ok=True)
-    if not (workdir / checkpoint.CONFIG_FILE).exists():
-        checkpoint.save_config(workdir, config)
-    writer, log = _make_logger(workdir, config, records, step)
-    t = config.train
-
-    def hook(report: fit.StepReport) -> None:
-        if report.scalars is not None:
-            log(report.scalars)
-        if report.step % t.checkpoint_every == 0 or report.step == report.num_steps:
-            checkpoint.save(
-                workdir, report.state, keep=t.keep_checkpoints, records=report.records.to_json()
-            )
-        if on_step is not None:
-            on_step(report)
-
-    try:
-        return fit.fit(
-            config,
-            target=target,
-            progress=progress,
-            initial_state=state,
-            records=records,
-            on_step=hook,
-        )
-    finally:
-        writer.close()
-
-
-def _load_config_file(spec: str) -> ml_collections.ConfigDict:
-    """`get_config(arg)` of a "path.py[:arg]" config file (as config_flags loads it)."""
-    path, *arg = spec.split(":", 1)
-    module_spec = importlib.util.spec_from_file_location("_config_file", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module.get_config(*arg)
-
-
-def _missing_key(config: ml_collections.ConfigDict, path: list[str]) -> str | None:
-    """Why the dotted `path` is not in `config` (None if it is)."""
-    node = config
-    for i, name in enumerate(path):
-        if not isinstance(node, ml_collections.ConfigDict) or name not in node:
-            where = ".".join(path[:i]) or "config"
-            known = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
-            return f"{where} has no key {name!r} (keys: {', '.join(known)})"
-        node = node[name]
-    return None
-
-
-def _unknown_config_keys(argv: list[str]) -> list[str]:
-    """The `--config.a.b=...` overrides whose path is not in the config file's config."""
-    args = argv[1:]
-    config = _load_config_file(next(a.split("=", 1)[1] for a in args if a.startswith("--config=")))
-    problems = []
-    for arg in args:
-        if arg.startswith("--config."):
-            path = arg[len("--config.") :].split("=", 1)[0]
-            reason = _missing_key(config, path.split("."))
-            if reason is not None:
-                problems.append(f"config.{path}: {reason}")
-    return problems
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-    """absl's flag parsing, with a clear message (exit code 1) for an unknown `--config.` key."""
-    try:
-        return app.parse_flags_with_usage(argv)
-    except (AttributeError, KeyError) as err:  # raised by config_flags for a missing field
-        try:
-            problems = _unknown_config_keys(argv)
-        except Exception:  # the config itself did not load: report the original error
-            problems = []
-        sys.exit("error: unknown config key: " + ("; ".join(problems) or str(err)))
 
 
 def main(argv):
@@ -216,7 +40,7 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
     print(f"JAX devices: {jax.devices()}")
     try:
-        result = train_and_checkpoint(FLAGS.config, FLAGS.workdir, progress=FLAGS.progress)
+        result = run.train_and_checkpoint(FLAGS.config, FLAGS.workdir, progress=FLAGS.progress)
     except (ValueError, TypeError, KeyError, FileNotFoundError) as err:
         sys.exit(f"error: {err}")
     if result is not None:
@@ -230,4 +54,4 @@ def main(argv):
 if __name__ == "__main__":
     runtime.set_cpu_safety_flags()
     define_flags()
-    app.run(main, flags_parser=parse_flags)
+    app.run(main, flags_parser=flag_errors.parse_flags)

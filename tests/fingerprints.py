@@ -78,7 +78,7 @@ def fingerprint(method: str) -> dict:
     contexts = result.target.sample_contexts(jax.random.PRNGKey(123), NUM_CONTEXTS)
     x = np.asarray(result.model.sample(jax.random.PRNGKey(7), contexts, NUM_SAMPLES))
     log_prob = None
-    if getattr(result.model, "has_density", False):
+    if result.model.has_density:
         log_prob = np.asarray(result.model.log_prob(jnp.asarray(x[:, :2]), contexts))
         log_prob = [float(v) for v in log_prob.ravel()]
     return {

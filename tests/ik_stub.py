@@ -1,5 +1,6 @@
-"""A 3-link planar arm dressed as an IK target (the targets/ik.py interface), with an
-independent damped-least-squares refinement, for fast tests of the IK evaluation code."""
+"""A 3-link planar arm dressed as an IK target (a `targets.RobotTarget`), with an independent
+damped-least-squares refinement, for fast tests of the IK evaluation code; and the base of the
+tests' stand-in models."""
 
 import dataclasses
 from typing import ClassVar
@@ -8,6 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from avips_jax.sampling_model import SamplingModel
+from avips_jax.targets.base import RobotTarget
 from avips_jax.targets.planar import PlanarIK
 
 
@@ -28,7 +31,7 @@ class StubRobot:
 
 
 @dataclasses.dataclass(frozen=True)
-class PlanarIKStub(PlanarIK):
+class PlanarIKStub(PlanarIK, RobotTarget):
     """Planar arm with position contexts (2-D goals) and the IK-target extras."""
 
     name: ClassVar[str] = "planar_ik_stub"
@@ -49,8 +52,29 @@ class PlanarIKStub(PlanarIK):
         return jnp.concatenate([pts, jnp.zeros(pts.shape[:-1] + (1,), pts.dtype)], axis=-1)
 
     @property
+    def skeleton_links(self):
+        return tuple(f"link_{i}" for i in range(self.num_links + 1))
+
+    @property
     def skeleton_edges(self):
         return tuple((i, i + 1) for i in range(self.num_links))
+
+    @property
+    def goal_position_std(self):
+        return self.likelihood_std
+
+    @property
+    def workspace(self):
+        return np.zeros(3), self.num_links * self.link_length
+
+    def check_reachable(self, c):
+        return np.asarray(c, np.float64)
+
+
+class StubModel(SamplingModel):
+    """A stand-in model without parameters: subclasses define `sample` (and `dim`)."""
+
+    num_parameters = 0
 
 
 def make_stub(num_links: int = 3) -> PlanarIKStub:

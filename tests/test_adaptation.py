@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from avips_jax import adaptation, components, fit, gmm, networks
+from avips_jax import adaptation, fit, gmm, networks, slot_layout
 from experiments.configs import panda as panda_configs
 from tests.test_train import _small_config
 
@@ -27,7 +27,8 @@ def _moments_after_one_step(config):
 
 
 def _check_reset(before, after, params, slot):
-    mask = dict(jax.tree_util.tree_leaves_with_path(components.slot_param_mask(params, slot)))
+    one = jnp.arange(slot_layout.num_slots(params)) == slot
+    mask = dict(jax.tree_util.tree_leaves_with_path(slot_layout.slot_mask(params, one)))
     checked = 0
     for old, new in zip(_adam_states(before), _adam_states(after), strict=True):
         assert int(new.count) == int(old.count)

@@ -275,19 +275,3 @@ def test_add_component_errors():
         components.add_component(
             module, variables, state, c, target_points(c), 0.4, **{**_ADD, "init_weight": 1.5}
         )
-
-
-def test_slot_param_mask():
-    module, variables, _, c = setup_net("per_component")
-    mask = components.slot_param_mask(variables["params"], 3)
-    assert jax.tree.structure(mask) == jax.tree.structure(variables["params"])
-    np.testing.assert_array_equal(mask["gate"]["head"]["bias"], np.arange(K) == 3)
-    assert not np.any(mask["gate"]["layer_0"]["kernel"])
-    perturbed = jax.tree.map(lambda m, x: jnp.where(m, x + 0.5, x), mask, variables["params"])
-    before = module.apply(variables, c)
-    after = module.apply({"params": perturbed, "slots": variables["slots"]}, c)
-    others = np.arange(K) != 3
-    np.testing.assert_array_equal(after.means[:, others], before.means[:, others])
-    np.testing.assert_array_equal(after.logits[:, others], before.logits[:, others])
-    assert not np.allclose(after.means[:, 3], before.means[:, 3])
-    assert not np.allclose(after.logits[:, 3], before.logits[:, 3])

@@ -11,6 +11,7 @@ import pytest
 
 from avips_jax import fit, ik_evaluation, ik_metrics, refine
 from avips_jax import model as model_lib
+from avips_jax.targets import make_target
 from avips_jax.targets.ik import IKTarget
 from experiments.configs import planar as planar_configs
 from tests import ik_stub
@@ -72,12 +73,16 @@ def test_mode_errors_are_those_of_each_contexts_heaviest_mean(stub):
 
 
 @dataclasses.dataclass(frozen=True)
-class ExactSampler:
+class ExactSampler(ik_stub.StubModel):
     """A 'model' whose samples are converged refinements of uniform seeds: the reference
     distribution itself (no log_prob, no weights)."""
 
     target: ik_stub.PlanarIKStub
     refine: object
+
+    @property
+    def dim(self):
+        return self.target.dim
 
     def sample(self, key, contexts, n):
         seeds = jax.random.uniform(
@@ -166,7 +171,8 @@ def test_exact_sampler_is_accurate_and_close_to_the_reference(stub):
     assert 0.7 < metrics["coverage_ratio"] < 1.4, metrics
     assert metrics["converged_fraction_5it"] == 1.0  # exact solutions stay converged
     assert metrics["clusters_mean"] >= 1
-    assert "elbo" not in metrics and "num_parameters" not in metrics
+    assert "elbo" not in metrics and metrics["num_parameters"] == 0
+    assert "active_components_mean" not in metrics  # not a mixture
 
 
 def test_wrong_sample_shape_is_refused(stub):
@@ -188,11 +194,15 @@ def test_wrong_sample_shape_is_refused(stub):
 
 
 @dataclasses.dataclass(frozen=True)
-class UniformJoints:
+class UniformJoints(ik_stub.StubModel):
     """A 'model' drawing joints uniformly within the limits."""
 
     lower: tuple
     upper: tuple
+
+    @property
+    def dim(self):
+        return len(self.lower)
 
     def sample(self, key, contexts, n):
         shape = (len(contexts), n, len(self.lower))
@@ -266,9 +276,11 @@ def _two_solutions(num_targets: int) -> tuple[np.ndarray, np.ndarray]:
     return np.stack([a, b], 1).astype(np.float32), np.stack([a + b, -b], 1).astype(np.float32)
 
 
-class NearSolutions:
+class NearSolutions(ik_stub.StubModel):
     """A 'model' whose samples are the given solutions (T, 2) plus Gaussian noise, the n samples
     taking the solution sets in turn."""
+
+    dim = 2
 
     def __init__(self, *solutions: np.ndarray, noise: float = 0.05):
         self.solutions, self.noise = jnp.asarray(np.stack(solutions)), noise  # (B, T, 2)
@@ -343,3 +355,20 @@ def test_converged_fractions_after_5_and_30_iterations(two_solutions):
     far = coverage(NearSolutions(up + np.array([1.5, 0.0], np.float32), noise=0.0))
     assert far["converged_fraction_30it"] == 1.0
     assert far["converged_fraction_5it"] < 0.6, far
+
+
+def test_refuses_a_target_without_a_robot_and_a_model_of_no_known_type(stub):
+    target, model, contexts, _ = stub
+    with pytest.raises(TypeError, match="robot target"):
+        ik_evaluation.evaluate_model(
+            model, make_target("planar"), contexts, jax.random.PRNGKey(0), samples_per_target=4
+        )
+
+    class Duck:  # has `sample`, but is not a SamplingModel
+        def sample(self, key, contexts, n):
+            return jnp.zeros((len(contexts), n, target.dim))
+
+    with pytest.raises(TypeError, match="SamplingModel"):
+        ik_evaluation.evaluate_model(
+            Duck(), target, contexts, jax.random.PRNGKey(0), samples_per_target=4
+        )

@@ -214,23 +214,9 @@ def test_greedy_clusters_follow_the_documented_greedy_order():
         ik_metrics.greedy_clusters(x, radius=1.0, min_size=0)
 
 
-def test_active_components_and_parameter_count():
+def test_active_components():
     w = np.array([[0.5, 0.495, 0.005, 0.0], [0.25, 0.25, 0.25, 0.25]])
     np.testing.assert_array_equal(ik_metrics.active_components(w), [2, 4])
-
-    class WithCount:
-        num_parameters = 17
-
-    class WithVariables:
-        variables = {
-            "params": {"a": np.zeros((3, 4)), "b": {"c": np.zeros(5)}},
-            "slots": np.ones(9),
-        }
-
-    assert ik_metrics.parameter_count(WithCount()) == 17
-    assert ik_metrics.parameter_count(WithVariables()) == 17  # slots are not parameters
-    with pytest.raises(TypeError, match="no num_parameters"):
-        ik_metrics.parameter_count(object())
 
 
 def test_best_time_warms_up_then_takes_the_minimum():

@@ -64,7 +64,7 @@ def _run(config, state, records, **kwargs):
 def test_logs_on_schedule_and_calls_every_hook():
     reports, logged, seen = [], [], []
 
-    def adapt(step, state, contexts, key):
+    def adapt(state, contexts, key, step):
         seen.append((step, int(state.step)))
         return state, [{"step": step + 1, "event": "added", "slot": 0}] if step == 2 else []
 

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from avips_jax import config, gmm, model, train
+from avips_jax import config, gmm, model, sampling_model, train
 from avips_jax.targets import make_target
 
 
@@ -64,3 +64,16 @@ def test_latent_scale_scales_the_spread_about_the_same_means_and_keeps_the_densi
     for bad in (0.0, -1.0, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="latent_scale"):
             m.with_latent_scale(bad)
+
+
+def test_is_a_sampling_model_whose_draws_follow_the_density_only_at_scale_one(tiny):
+    m, target = tiny
+    assert isinstance(m, sampling_model.SamplingModel) and m.has_density
+    assert m.samples_follow_density
+    wide = m.with_latent_scale(1.5)
+    assert not wide.samples_follow_density
+    ctx = target.sample_contexts(jax.random.PRNGKey(1), 3)
+    key = jax.random.PRNGKey(4)
+    x, log_q = wide.sample_and_log_prob(key, ctx, 6)  # draws of q itself, not of the wide one
+    np.testing.assert_array_equal(x, m.sample(key, ctx, 6))
+    np.testing.assert_allclose(log_q, m.log_prob(x, ctx), rtol=1e-6)

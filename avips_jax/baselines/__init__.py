@@ -1,31 +1,24 @@
-"""Baselines trained and evaluated through the same entry points as aVIPS.
+"""Baselines that learn from valid pairs or from the target alone, each an `avips_jax.trainer.
+Trainer` (`avips_jax.methods` registers them beside aVIPS and the vanilla GMM).
 
     config.method = "flow"                      # or flow_reverse_kl, gan, gan_no_disc
     config.baseline = baselines.default_baseline_config(config.method)
-    trainer = baselines.make_trainer(config, target)      # base.Trainer(init, step, model)
+    trainer = methods.make_trainer(config, target)
 
-The vanilla GMM and the single Gaussian are variants of the aVIPS network and loss
-(`config.method = "vanilla_gmm"`, `model.num_components = 1`), not modules here.
+The vanilla GMM (`avips_jax.vanilla_gmm`) and the single Gaussian are aVIPS's network with
+another loss or one component, not modules here.
 """
 
 import importlib
 
 import ml_collections
 
-from avips_jax.baselines.base import BaselineState, SamplingModel, Trainer
+from avips_jax.baselines.base import BaselineState
 
-__all__ = [
-    "METHODS",
-    "BaselineState",
-    "SamplingModel",
-    "Trainer",
-    "default_baseline_config",
-    "is_baseline",
-    "make_trainer",
-]
+__all__ = ["MODULES", "BaselineState", "default_baseline_config", "make_trainer"]
 
 # method -> module under avips_jax.baselines (imported on first use).
-METHODS = {
+MODULES = {
     "flow": "flow",
     "flow_reverse_kl": "flow",
     "gan": "gan",
@@ -33,15 +26,10 @@ METHODS = {
 }
 
 
-def is_baseline(method: str) -> bool:
-    """Whether `method` is trained by a baseline trainer (not by the aVIPS train step)."""
-    return method in METHODS
-
-
 def _module(method: str):
-    if method not in METHODS:
-        raise ValueError(f"unknown baseline method {method!r}; choose one of {sorted(METHODS)}")
-    return importlib.import_module(f"avips_jax.baselines.{METHODS[method]}")
+    if method not in MODULES:
+        raise ValueError(f"unknown baseline method {method!r}; choose one of {sorted(MODULES)}")
+    return importlib.import_module(f"avips_jax.baselines.{MODULES[method]}")
 
 
 def default_baseline_config(method: str) -> ml_collections.ConfigDict:
@@ -49,6 +37,6 @@ def default_baseline_config(method: str) -> ml_collections.ConfigDict:
     return _module(method).default_baseline_config()
 
 
-def make_trainer(config: ml_collections.ConfigDict, target) -> Trainer:
-    """The `base.Trainer` of `config.method` on `target`."""
+def make_trainer(config: ml_collections.ConfigDict, target):
+    """The `Trainer` of the baseline `config.method` on `target`."""
     return _module(config.method).make_trainer(config, target)

@@ -1,5 +1,5 @@
-"""The protocol every baseline trainer follows, so that one loop, one checkpoint format and one
-evaluation serve them all.
+"""What the baseline trainers share: their state and the guarded optimiser step. Each baseline's
+`make_trainer` returns an `avips_jax.trainer.Trainer`, like aVIPS's (`avips_jax.methods`):
 
     trainer = make_trainer(config, target)        # e.g. baselines.flow.make_trainer
     state = trainer.init(jax.random.PRNGKey(config.seed))
@@ -15,8 +15,7 @@ evaluation serve them all.
 by `avips_jax.checkpoint`); a trainer's networks, optimiser and config are static.
 """
 
-from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import chex
 import flax
@@ -45,28 +44,6 @@ class BaselineState:
     opt_state: Any
     key: chex.PRNGKey
     num_skipped: chex.Array
-
-
-class SamplingModel(Protocol):
-    """What `evaluate` needs from a trained model (see `avips_jax.model.AmortizedGMM`)."""
-
-    has_density: bool
-    num_parameters: int
-
-    def sample(self, key: chex.PRNGKey, contexts: chex.Array, n: int) -> chex.Array: ...
-
-    def log_prob(self, x: chex.Array, contexts: chex.Array) -> chex.Array: ...
-
-
-@flax.struct.dataclass
-class Trainer:
-    """init / step / model of one baseline (all pure; `step` is jitted)."""
-
-    init: Callable[[chex.PRNGKey], BaselineState] = flax.struct.field(pytree_node=False)
-    step: Callable[[BaselineState, chex.Array], tuple[BaselineState, Metrics]] = flax.struct.field(
-        pytree_node=False
-    )
-    model: Callable[[BaselineState], SamplingModel] = flax.struct.field(pytree_node=False)
 
 
 def initial_state(

@@ -39,6 +39,7 @@ from avips_jax.baselines import valid_pairs as pairs
 from avips_jax.baselines.flow_model import FlowModel, conditioning
 from avips_jax.targets import Target
 from avips_jax.targets import base as target_base
+from avips_jax.trainer import Trainer
 
 __all__ = [
     "METHODS",
@@ -140,7 +141,7 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
 
 def _draws_fresh_pairs(target) -> bool:
     """Whether "flow" draws its pairs on the fly (IK targets) rather than from a pool (TALOS)."""
-    return hasattr(target, "contexts_from_joints")
+    return isinstance(target, target_base.RobotTarget) and target.has_joint_contexts
 
 
 def _ml_loss(config, target, module) -> Callable:
@@ -183,7 +184,7 @@ def _reverse_kl_loss(config, target, module) -> Callable:
     return loss_fn
 
 
-def make_trainer(config: ml_collections.ConfigDict, target: Target) -> base.Trainer:
+def make_trainer(config: ml_collections.ConfigDict, target: Target) -> Trainer:
     """init / step / model of the flow baseline (`config.method` picks the objective).
 
     Raises:
@@ -228,4 +229,4 @@ def make_trainer(config: ml_collections.ConfigDict, target: Target) -> base.Trai
             latent_scale=float(config.baseline.latent_scale),
         )
 
-    return base.Trainer(init=init, step=step, model=model)
+    return Trainer(init=init, step=step, model=model)

@@ -14,12 +14,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from avips_jax import inputs
+from avips_jax import inputs, sampling_model
 from avips_jax.baselines import flow_layers as layers
 
 
 @flax.struct.dataclass
-class FlowModel:
+class FlowModel(sampling_model.SamplingModel):
     """A trained conditional flow q(x | c).
 
     `log_prob` is the flow's density (latent scale 1). `sample` draws from the flow with base
@@ -64,6 +64,10 @@ class FlowModel:
             raise ValueError(f"latent_scale must be > 0, got {scale}")
         contexts = self.check_contexts(contexts)
         return _sample(self, key, contexts, _check_n(n), jnp.asarray(scale, contexts.dtype))[0]
+
+    @property
+    def samples_follow_density(self) -> bool:
+        return self.latent_scale == 1.0
 
     def sample_and_log_prob(self, key: chex.PRNGKey, contexts: chex.Array, n: int):
         """n samples per context from the density itself (scale 1) and their log q:

@@ -36,6 +36,7 @@ gradients on the same batch.
 
 import functools
 from collections.abc import Sequence
+from typing import ClassVar
 
 import chex
 import flax
@@ -46,9 +47,10 @@ import ml_collections
 import numpy as np
 import optax
 
-from avips_jax import inputs, networks
+from avips_jax import inputs, networks, sampling_model
 from avips_jax.baselines import base
 from avips_jax.baselines.valid_pairs import lazy_valid_pairs, require_valid_pairs
+from avips_jax.trainer import Trainer
 
 METHODS = ("gan", "gan_no_disc")
 GENERATOR = "generator"
@@ -141,7 +143,7 @@ class Discriminator(nn.Module):
 
 
 @flax.struct.dataclass
-class GANEnsembleModel:
+class GANEnsembleModel(sampling_model.SamplingModel):
     """The trained generator ensemble as a sampler (no density).
 
     Attributes:
@@ -156,7 +158,7 @@ class GANEnsembleModel:
     context_dim: int = flax.struct.field(pytree_node=False)
     latent_dim: int = flax.struct.field(pytree_node=False)
 
-    has_density = False
+    has_density: ClassVar[bool] = False
 
     @property
     def dim(self) -> int:
@@ -304,7 +306,7 @@ def _method(config: ml_collections.ConfigDict) -> str:
     return method
 
 
-def make_trainer(config: ml_collections.ConfigDict, target) -> base.Trainer:
+def make_trainer(config: ml_collections.ConfigDict, target) -> Trainer:
     """The GAN-ensemble trainer for `target` (`config.method` "gan" or "gan_no_disc").
 
     Raises:
@@ -356,4 +358,4 @@ def make_trainer(config: ml_collections.ConfigDict, target) -> base.Trainer:
             latent_dim=int(bc.latent_dim),
         )
 
-    return base.Trainer(init=init, step=step, model=model)
+    return Trainer(init=init, step=step, model=model)

@@ -23,26 +23,29 @@ import numpy as np
 
 from avips_jax.targets import base as target_base
 from avips_jax.targets import ik, talos_data
+from avips_jax.targets.talos import TalosWholeBody
 
 __all__ = ["has_valid_pairs", "lazy_valid_pairs", "require_valid_pairs", "valid_pairs"]
 
 
-def has_valid_pairs(target) -> bool:
+def has_valid_pairs(target: target_base.Target) -> bool:
     """Whether `valid_pairs` can make pairs for `target` (an IK target or TALOS)."""
-    return _is_talos(target) or hasattr(target, "contexts_from_joints")
+    return isinstance(target, TalosWholeBody) or _has_joint_contexts(target)
 
 
-def require_valid_pairs(target, method: str, alternative: str) -> None:
+def require_valid_pairs(target: target_base.Target, method: str, alternative: str) -> None:
     """ValueError naming `method` and `alternative` unless `target` has valid pairs."""
     if not has_valid_pairs(target):
         raise ValueError(
             f"method {method!r} learns from valid (context, configuration) pairs, which need an "
             f"IK target with contexts_from_joints (or TALOS); target "
-            f"{getattr(target, 'name', target)!r} has none: use method {alternative!r}"
+            f"{target.name!r} has none: use method {alternative!r}"
         )
 
 
-def valid_pairs(target, key: chex.PRNGKey, num: int) -> tuple[jax.Array, jax.Array]:
+def valid_pairs(
+    target: target_base.Target, key: chex.PRNGKey, num: int
+) -> tuple[jax.Array, jax.Array]:
     """`num` valid pairs for `target` (see the module docstring for how they are made).
 
     Returns:
@@ -54,14 +57,16 @@ def valid_pairs(target, key: chex.PRNGKey, num: int) -> tuple[jax.Array, jax.Arr
     num = int(num)
     if num < 1:
         raise ValueError(f"valid_pairs needs num >= 1, got {num}")
-    if _is_talos(target):
+    if isinstance(target, TalosWholeBody):
         return _talos_valid_pairs(target, key, num)
     require_valid_pairs(target, "valid_pairs", "a reverse-KL or NLL-only method")
     q = target_base.uniform_box(key, num, *ik.sampling_box(target.robot))
     return jnp.asarray(target.contexts_from_joints(q), jnp.float32), q
 
 
-def lazy_valid_pairs(target, seed: int, num: int) -> Callable[[], tuple[jax.Array, jax.Array]]:
+def lazy_valid_pairs(
+    target: target_base.Target, seed: int, num: int
+) -> Callable[[], tuple[jax.Array, jax.Array]]:
     """`valid_pairs(target, key, num)` made at the first call and cached, key fixed by `seed`:
     a resumed run sees the same data, and loading a trained model (no train step) never makes
     them (TALOS postures take minutes)."""
@@ -69,8 +74,8 @@ def lazy_valid_pairs(target, seed: int, num: int) -> Callable[[], tuple[jax.Arra
     return functools.cache(lambda: valid_pairs(target, key, num))
 
 
-def _is_talos(target) -> bool:
-    return getattr(target, "name", "") == "talos"
+def _has_joint_contexts(target: target_base.Target) -> bool:
+    return isinstance(target, target_base.RobotTarget) and target.has_joint_contexts
 
 
 def _talos_valid_pairs(target, key, num):

@@ -12,7 +12,7 @@ To add a target (e.g. a robot IK target), subclass `Target` and add its construc
 from collections.abc import Callable
 
 from avips_jax.targets import base, ik, planar, talos, toy
-from avips_jax.targets.base import Target, WorkspaceError
+from avips_jax.targets.base import RobotTarget, Target, WorkspaceError
 from avips_jax.targets.ik import IKTarget
 from avips_jax.targets.planar import PlanarIK
 from avips_jax.targets.talos import TalosWholeBody
@@ -24,6 +24,7 @@ __all__ = [
     "IKTarget",
     "MovingGMM",
     "PlanarIK",
+    "RobotTarget",
     "SpiralGMM",
     "TalosWholeBody",
     "Target",

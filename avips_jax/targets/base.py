@@ -141,6 +141,83 @@ class Target(abc.ABC):
         return c
 
 
+class RobotTarget(Target):
+    """A target over a robot's configuration whose context is an end-effector goal.
+
+    Robot targets provide, beside `Target`'s members:
+      * `robot` (a `kinematics.Robot`) and `context`: "position" (c = goal position (3,), m) or
+        "pose" (c = position + unit quaternion (w, x, y, z), (7,));
+      * `joints(x)`: the robot joint vector inside x (all of x for a fixed-base arm, x without
+        the floating base for a whole-body target);
+      * `position_error(x, c)` (m) and, for pose contexts, `orientation_error(x, c)` (rad);
+      * `goal_position_std`: the width of the end-effector position likelihood (m);
+      * `skeleton_links`, `skeleton_edges`, `skeleton_points(x)` for drawing postures;
+      * `workspace` and `check_reachable(c)` for validating goals.
+
+    `has_joint_contexts` says whether `contexts_from_joints(q)` exists: then the context that any
+    joint vector q reaches is known, so uniform joints and their contexts are valid
+    (context, configuration) pairs.
+    """
+
+    has_joint_contexts: ClassVar[bool] = False
+
+    context: str
+
+    @property
+    @abc.abstractmethod
+    def robot(self):
+        """The `kinematics.Robot` whose joints x holds."""
+
+    @property
+    @abc.abstractmethod
+    def goal_position_std(self) -> float:
+        """Standard deviation of the end-effector position likelihood (m)."""
+
+    @abc.abstractmethod
+    def joints(self, x: chex.Array) -> chex.Array:
+        """The robot joint vector of x: (..., d) -> (..., robot.dof)."""
+
+    @abc.abstractmethod
+    def position_error(self, x: chex.Array, c: chex.Array) -> chex.Array:
+        """End-effector distance to the goal position (m): x (..., d), c (..., d_c) -> (...)."""
+
+    def orientation_error(self, x: chex.Array, c: chex.Array) -> chex.Array:
+        """Geodesic angle to the goal rotation (rad), (...); only for pose contexts."""
+        raise NotImplementedError(f"target {self.name!r} has {self.context} contexts")
+
+    def contexts_from_joints(self, q: chex.Array) -> chex.Array:
+        """The context each joint vector reaches: (..., dof) -> (..., d_c); only where
+        `has_joint_contexts`."""
+        raise NotImplementedError(f"target {self.name!r} has no contexts_from_joints")
+
+    @property
+    @abc.abstractmethod
+    def skeleton_links(self) -> tuple[str, ...]:
+        """Links drawn as the robot's skeleton."""
+
+    @property
+    @abc.abstractmethod
+    def skeleton_edges(self) -> tuple[tuple[int, int], ...]:
+        """Pairs of indices into `skeleton_links` joined by a line."""
+
+    @abc.abstractmethod
+    def skeleton_points(self, x: chex.Array) -> chex.Array:
+        """Positions of `skeleton_links` (m): (..., d) -> (..., L, 3)."""
+
+    @property
+    @abc.abstractmethod
+    def workspace(self) -> tuple[np.ndarray, float]:
+        """(centre (3,), radius) of a sphere bounding every reachable goal position (m)."""
+
+    @abc.abstractmethod
+    def check_reachable(self, c: chex.Array) -> np.ndarray:
+        """c as a numpy array after checking that every goal lies in the workspace.
+
+        Raises:
+          WorkspaceError: naming the goals outside it.
+        """
+
+
 def check_trailing(a: chex.Array, size: int, what: str, owner: str) -> None:
     """Raises ValueError unless `a` has rank >= 1 and trailing dimension `size`."""
     if a.ndim < 1 or a.shape[-1] != size:

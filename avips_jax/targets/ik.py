@@ -53,7 +53,7 @@ def sampling_box(robot: robot_lib.Robot) -> tuple[np.ndarray, np.ndarray]:
 
 
 @dataclasses.dataclass(frozen=True)
-class IKTarget(base.Target):
+class IKTarget(base.RobotTarget):
     """Posterior over the joints q of a robot whose end effector must reach a context c.
 
     x = q in R^dof (rad), in the order `robot.joint_names`. Context: the end-effector position
@@ -87,6 +87,7 @@ class IKTarget(base.Target):
 
     name: ClassVar[str] = "ik"
     can_refine_points: ClassVar[bool] = True
+    has_joint_contexts: ClassVar[bool] = True
 
     def __post_init__(self):
         if self.context not in CONTEXTS:
@@ -104,6 +105,10 @@ class IKTarget(base.Target):
     @property
     def dim(self) -> int:
         return self.robot.dof
+
+    @property
+    def goal_position_std(self) -> float:
+        return self.position_std
 
     @property
     def context_dim(self) -> int:

@@ -54,7 +54,7 @@ __all__ = ["TalosWholeBody", "WorkspaceError"]
 
 
 @dataclasses.dataclass(frozen=True)
-class TalosWholeBody(base.Target):
+class TalosWholeBody(base.RobotTarget):
     """Whole-body posture of TALOS whose left gripper reaches a position c, standing on both feet.
 
     x (34,) = 28 joints (rad; order: torso_1, torso_2, arm_right_1..7, arm_left_1..7,
@@ -113,6 +113,7 @@ class TalosWholeBody(base.Target):
     name: ClassVar[str] = "talos"
     dim: ClassVar[int] = NUM_JOINTS + 6
     context_dim: ClassVar[int] = 3
+    context: ClassVar[str] = "position"
 
     def __post_init__(self):
         stds = ("limit_std", "com_limit", "com_std", "foot_position_std", "foot_rotation_std")
@@ -147,6 +148,10 @@ class TalosWholeBody(base.Target):
     @property
     def upper(self) -> np.ndarray:
         return np.concatenate([self.robot.upper, BASE_UPPER])
+
+    @property
+    def goal_position_std(self) -> float:
+        return self.gripper_std
 
     def joints(self, x: chex.Array) -> chex.Array:
         """The 28 joint angles of x: (..., 34) -> (..., 28)."""

@@ -437,7 +437,7 @@ def test_cli_trains_evaluates_and_writes_the_report_then_loads(tmp_path):
     assert [r["trained"] for r in again] == ["loaded"] * 3
     assert [r["config_hash"] for r in again] == [r["config_hash"] for r in rows]
     # Another budget in the same run directories is refused before anything is trained.
-    from experiments import train
+    from avips_jax import run
 
-    with pytest.raises(train.ConfigMismatchError, match="num_steps"):
+    with pytest.raises(run.ConfigMismatchError, match="num_steps"):
         compare.run_comparison(compare.Settings(**{**settings.__dict__, "num_steps": 21}), "x")

@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
-from avips_jax import checkpoint, fit
-from experiments import train
+from avips_jax import checkpoint, fit, run
 from experiments.configs import toy as toy_configs
 from tests.experiments import cli
 
@@ -53,7 +52,7 @@ def _snapshot(workdir: pathlib.Path) -> dict:
 
 
 def _history(workdir: pathlib.Path) -> list[dict]:
-    lines = (workdir / train.HISTORY_FILE).read_text().splitlines()
+    lines = (workdir / run.HISTORY_FILE).read_text().splitlines()
     return [json.loads(line) for line in lines]
 
 
@@ -84,7 +83,7 @@ def test_cli_writes_config_checkpoints_history_and_tensorboard(finished_run):
     # The final checkpoint's records hold the same history.
     records = checkpoint.restore_records(finished_run)
     assert [h["elbo"] for h in records["history"]] == [h["elbo"] for h in history]
-    acc = event_accumulator.EventAccumulator(str(finished_run / train.TENSORBOARD_DIR))
+    acc = event_accumulator.EventAccumulator(str(finished_run / run.TENSORBOARD_DIR))
     acc.Reload()
     for key in ("elbo", "entropy", "eps_cov_max", "step_time_ms"):
         events = acc.Scalars(f"train/{key}")
@@ -107,12 +106,12 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
     # other programs here, so the bit-exact comparison is made within one process.
     config = toy_configs.get_config(SPEC)
     finished_run, killed = tmp_path / "uninterrupted", tmp_path / "killed"
-    train.train_and_checkpoint(config, finished_run, progress=False)
+    run.train_and_checkpoint(config, finished_run, progress=False)
     with pytest.raises(_Killed):
-        train.train_and_checkpoint(config, killed, progress=False, on_step=_kill_after_step_5)
+        run.train_and_checkpoint(config, killed, progress=False, on_step=_kill_after_step_5)
     assert checkpoint.latest_step(killed) == 4
     assert [h["step"] for h in _history(killed)] == [1, 2, 3, 4, 5]
-    result = train.train_and_checkpoint(config, killed, progress=False)
+    result = run.train_and_checkpoint(config, killed, progress=False)
     assert int(result.state.step) == 8
     expected, resumed = _final_state(finished_run), _final_state(killed)
     flat = jax.tree_util.tree_flatten_with_path(expected)[0]
@@ -130,7 +129,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
 
 def test_finished_run_is_left_alone(finished_run, capsys):
     before = _snapshot(finished_run)
-    assert train.train_and_checkpoint(toy_configs.get_config(SPEC), finished_run) is None
+    assert run.train_and_checkpoint(toy_configs.get_config(SPEC), finished_run) is None
     assert "complete" in capsys.readouterr().out
     assert _snapshot(finished_run) == before
 

@@ -261,3 +261,24 @@ def test_refine_points_reaches_the_context_from_nearby_joints(context):
     assert float(jnp.max(target.position_error(q0, c[None]))) > 1e-3
     if context == "pose":
         assert float(jnp.max(target.orientation_error(q, c[None]))) < 1e-3
+
+
+def test_robot_targets_declare_what_the_evaluation_reads():
+    panda = targets.make_target("ik", robot_name="panda", context="pose", position_std=0.002)
+    talos = targets.make_target("talos", gripper_std=0.03)
+    for target in (panda, talos):
+        assert isinstance(target, targets.RobotTarget)
+    assert (panda.context, panda.goal_position_std, panda.has_joint_contexts) == (
+        "pose",
+        0.002,
+        True,
+    )
+    assert (talos.context, talos.goal_position_std, talos.has_joint_contexts) == (
+        "position",
+        0.03,
+        False,
+    )
+    with pytest.raises(NotImplementedError, match="contexts_from_joints"):
+        talos.contexts_from_joints(np.zeros((1, 28)))
+    for name in ("planar", "moving_gmm"):
+        assert not isinstance(targets.make_target(name), targets.RobotTarget)

@@ -1,0 +1,122 @@
+"""The training methods by name: the one place where `config.method` is looked at.
+
+    trainer = methods.make_trainer(config, target)     # METHODS[config.method](config, target)
+    state = trainer.init(jax.random.PRNGKey(config.seed))
+
+  * "avips": the conditional GMM trained by aVIPS (`avips_jax.train`: KL projection, trust
+    regions, SIR, component adding and removal between steps);
+  * "vanilla_gmm": the same network and step with plain -ELBO gradients (`vanilla_gmm`);
+  * "flow", "flow_reverse_kl", "gan", "gan_no_disc": the baselines (`avips_jax.baselines`).
+
+Every factory validates the config it reads and builds its networks, optimiser and jitted
+functions without compiling or initialising anything: `init` does that.
+"""
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+import ml_collections
+
+from avips_jax import adaptation, baselines, loop, networks, targets, train, vanilla_gmm
+from avips_jax import model as model_lib
+from avips_jax.trainer import Trainer
+
+__all__ = ["METHODS", "GMMSetup", "check_method", "extra_sections", "make_gmm", "make_trainer"]
+
+# The loss of each method that trains the conditional GMM (same network, state and step).
+_GMM_LOSSES: dict[str, Callable] = {
+    "avips": train.make_loss_fn,
+    "vanilla_gmm": vanilla_gmm.make_loss_fn,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class GMMSetup:
+    """The parts of a conditional-GMM method (aVIPS or the vanilla GMM) on one target."""
+
+    target: targets.Target
+    module: networks.ConditionalGMM
+    optimizer: object  # optax.GradientTransformation
+    step_fn: Callable  # (TrainState, contexts) -> (TrainState, metrics), jitted
+
+    def init(self, key: jax.Array, config: ml_collections.ConfigDict) -> train.TrainState:
+        return train.create_train_state(config, self.module, self.target, self.optimizer, key)
+
+
+def make_gmm(config: ml_collections.ConfigDict, target: targets.Target) -> GMMSetup:
+    """Network, optimiser and train step of the GMM method `config.method` on `target`.
+
+    Raises:
+        ValueError: if `config.method` is not a GMM method, or (vanilla GMM) an aVIPS technique
+            is switched on.
+    """
+    if config.method not in _GMM_LOSSES:
+        raise ValueError(f"{config.method!r} is not a GMM method ({', '.join(_GMM_LOSSES)})")
+    module = train.make_model(config, target)
+    optimizer = train.make_optimizer(config)
+    loss_fn = _GMM_LOSSES[config.method](config, module, target)
+    step_fn = train.make_train_step(config, module, target, optimizer, loss_fn)
+    return GMMSetup(target=target, module=module, optimizer=optimizer, step_fn=step_fn)
+
+
+def _gmm_trainer(config: ml_collections.ConfigDict, target: targets.Target) -> Trainer:
+    gmm = make_gmm(config, target)
+    module = gmm.module
+    return Trainer(
+        init=lambda key: gmm.init(key, config),
+        step=gmm.step_fn,
+        model=lambda s: model_lib.AmortizedGMM.from_train_state(s, module, target.context_dim),
+        log_scalars=loop.avips_log_scalars(config, module, target),
+        adapt=adaptation.make_adapt(config, module, target),
+    )
+
+
+def _baseline_trainer(config: ml_collections.ConfigDict, target: targets.Target) -> Trainer:
+    trainer = baselines.make_trainer(config, target)
+    return trainer.replace(log_scalars=loop.model_log_scalars(config, trainer.model, target))
+
+
+METHODS: dict[str, Callable[[ml_collections.ConfigDict, targets.Target], Trainer]] = {
+    **{name: _gmm_trainer for name in _GMM_LOSSES},
+    **{name: _baseline_trainer for name in baselines.MODULES},
+}
+
+
+# Each method's own checks of the settings it reads, beyond `config.validate_config`'s.
+_CONFIG_CHECKS: dict[str, Callable[[ml_collections.ConfigDict], None]] = {
+    "vanilla_gmm": vanilla_gmm.check_config,
+}
+
+
+def extra_sections(method: str) -> dict[str, ml_collections.ConfigDict]:
+    """The config sections `method` needs beyond `config.default_config()`, with their defaults
+    ({"baseline": ...} for a baseline, none for the GMM methods)."""
+    if method in baselines.MODULES:
+        return {"baseline": baselines.default_baseline_config(method)}
+    return {}
+
+
+def check_method(config: ml_collections.ConfigDict) -> None:
+    """ValueError unless `config.method` is a known method whose extra sections are present and
+    whose own checks pass (`config.validate_config` calls it: before anything is written)."""
+    if config.method not in METHODS:
+        raise ValueError(f"method must be one of {tuple(METHODS)}, got {config.method!r}.")
+    for name in extra_sections(config.method):
+        if name not in config:
+            raise ValueError(
+                f"method {config.method!r} needs a config.{name} section: config.{name} = "
+                f"avips_jax.methods.extra_sections({config.method!r})[{name!r}]."
+            )
+    if config.method in _CONFIG_CHECKS:
+        _CONFIG_CHECKS[config.method](config)
+
+
+def make_trainer(config: ml_collections.ConfigDict, target: targets.Target) -> Trainer:
+    """The `Trainer` of `config.method` on `target`.
+
+    Raises:
+        ValueError: an unknown method, a missing section, or settings the method refuses.
+    """
+    check_method(config)
+    return METHODS[config.method](config, target)

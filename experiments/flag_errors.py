@@ -1,0 +1,55 @@
+"""absl flag parsing with a clear message for an unknown `--config.` key (absl's own is a
+KeyError / AttributeError traceback)."""
+
+import importlib.util
+import sys
+
+import ml_collections
+from absl import app
+
+
+def _load_config_file(spec: str) -> ml_collections.ConfigDict:
+    """`get_config(arg)` of a "path.py[:arg]" config file (as config_flags loads it)."""
+    path, *arg = spec.split(":", 1)
+    module_spec = importlib.util.spec_from_file_location("_config_file", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_config(*arg)
+
+
+def _missing_key(config: ml_collections.ConfigDict, path: list[str]) -> str | None:
+    """Why the dotted `path` is not in `config` (None if it is)."""
+    node = config
+    for i, name in enumerate(path):
+        if not isinstance(node, ml_collections.ConfigDict) or name not in node:
+            where = ".".join(path[:i]) or "config"
+            known = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+            return f"{where} has no key {name!r} (keys: {', '.join(known)})"
+        node = node[name]
+    return None
+
+
+def _unknown_config_keys(argv: list[str]) -> list[str]:
+    """The `--config.a.b=...` overrides whose path is not in the config file's config."""
+    args = argv[1:]
+    config = _load_config_file(next(a.split("=", 1)[1] for a in args if a.startswith("--config=")))
+    problems = []
+    for arg in args:
+        if arg.startswith("--config."):
+            path = arg[len("--config.") :].split("=", 1)[0]
+            reason = _missing_key(config, path.split("."))
+            if reason is not None:
+                problems.append(f"config.{path}: {reason}")
+    return problems
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with a clear message (exit code 1) for an unknown `--config.` key."""
+    try:
+        return app.parse_flags_with_usage(argv)
+    except (AttributeError, KeyError) as err:  # raised by config_flags for a missing field
+        try:
+            problems = _unknown_config_keys(argv)
+        except Exception:  # the config itself did not load: report the original error
+            problems = []
+        sys.exit("error: unknown config key: " + ("; ".join(problems) or str(err)))
