@@ -1,6 +1,7 @@
 """A training run in a directory: config.json, checkpoints, TensorBoard, history; resumable.
 
     result = run.train_and_checkpoint(config, "runs/panda")   # fit.FitResult, or None if done
+    result, metrics = run.train_and_evaluate(config, "runs/panda")   # + metrics.json, plots
 
 The run directory gets config.json (the resolved config), checkpoints/<step>/ (orbax, every
 `train.checkpoint_every` steps and at the end), tensorboard/ (scalars under train/), and
@@ -18,7 +19,7 @@ import pathlib
 import ml_collections
 import tensorboardX
 
-from avips_jax import checkpoint, fit, targets
+from avips_jax import checkpoint, fit, refine, run_report, targets
 from avips_jax.config import validate_config
 
 HISTORY_FILE = "history.jsonl"
@@ -142,3 +143,38 @@ def train_and_checkpoint(
         )
     finally:
         writer.close()
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict,
+    workdir: str | pathlib.Path,
+    *,
+    progress: bool = True,
+    on_step=None,
+    refine_fn=refine.refine,
+    latency: bool = True,
+) -> tuple[fit.FitResult | None, dict | None]:
+    """`train_and_checkpoint`, then the evaluation of the final model on the config's fixed test
+    set (`run_report.evaluate_run`): `<workdir>/plots/*.png` and `<workdir>/metrics.json`.
+
+    Args:
+        config, workdir, progress, on_step: as `train_and_checkpoint`.
+        refine_fn: the LM refinement of the refined-success, MMD and coverage metrics (None:
+            skip them).
+        latency: also time sampling.
+
+    Returns:
+        (the `fit.FitResult`, or None if the run had already finished; the metrics, or None for
+        a target without a robot, which the IK evaluation does not apply to).
+
+    Raises:
+        As `train_and_checkpoint`, before anything is written.
+    """
+    result = train_and_checkpoint(config, workdir, progress=progress, on_step=on_step)
+    workdir = pathlib.Path(workdir)
+    trained = checkpoint.load_model(workdir)
+    if not isinstance(trained.target, targets.RobotTarget):
+        return result, None
+    metrics, _ = run_report.evaluate_run(trained, refine_fn=refine_fn, latency=latency)
+    run_report.write_metrics(workdir / run_report.METRICS_FILE, metrics)
+    return result, metrics

@@ -12,7 +12,7 @@ with `--num_steps` / `--train_seed` / `--set key=value` overriding the config, i
 (experiments/train.py), a run of another config refused before anything is trained. A
 combination a method does not support (its trainer refuses the target) is skipped with the
 reason; a run that fails is reported as failed and the others go on. Every model of a robot is
-evaluated on the same seeded test set (`experiments.evaluate.evaluate_run`; metrics.json and
+evaluated on the same seeded test set (`experiments.run_report.evaluate_run`; metrics.json and
 plots go to its run directory). Writes `<out>.md` (tables, notes, the paper's claims checked by
 `compare_claims`, the command, config hashes and hardware), `<out>.csv` (one row per robot and
 method) and `<out>_<robot>.png` (the solution sets of all models for test target 0).
@@ -36,6 +36,7 @@ from avips_jax import (
     ik_evaluation,
     methods,
     refine,
+    run_report,
     runtime,
     slot_layout,
     targets,
@@ -48,7 +49,6 @@ from experiments import (
     compare_figure,
     compare_report,
     compare_table,
-    evaluate,
 )
 from experiments.configs import common
 
@@ -241,10 +241,10 @@ def figure_panel(run, method: str, contexts: jax.Array, n: int, seed: int):
 def evaluate_one(robot: str, method: str, workdir: pathlib.Path, settings: Settings, trained: str):
     """(row, panel or None) of the finished run in `workdir`; writes its metrics.json and plots."""
     run = checkpoint.load_model(workdir)
-    ev = evaluate.eval_settings(
+    ev = run_report.eval_settings(
         run.config, settings.num_targets, settings.samples_per_target, settings.seed
     )
-    metrics, _ = evaluate.evaluate_run(
+    metrics, _ = run_report.evaluate_run(
         run,
         num_targets=ev["num_targets"],
         samples_per_target=ev["samples_per_target"],
@@ -252,11 +252,11 @@ def evaluate_one(robot: str, method: str, workdir: pathlib.Path, settings: Setti
         refine_fn=refine.refine if settings.refine else None,
         latency=settings.latency,
     )
-    evaluate.write_metrics(workdir / evaluate.METRICS_FILE, metrics)
+    run_report.write_metrics(workdir / run_report.METRICS_FILE, metrics)
     row = metrics_row(robot, method, metrics, run, trained)
     panel = None
     if isinstance(run.target, RobotTarget):
-        contexts = evaluate.make_test_contexts(run.target, ev["num_targets"], ev["seed"])
+        contexts = run_report.make_test_contexts(run.target, ev["num_targets"], ev["seed"])
         one = contexts[FIGURE_TARGET : FIGURE_TARGET + 1]
         panel = figure_panel(run, method, one, ev["samples_per_target"], ev["seed"])
     return row, panel
@@ -320,10 +320,10 @@ def write_robot_figure(
     if not panels:
         return None
     target = targets.make_target(config.target.name, **config.target.kwargs.to_dict())
-    ev = evaluate.eval_settings(
+    ev = run_report.eval_settings(
         config, settings.num_targets, settings.samples_per_target, settings.seed
     )
-    contexts = evaluate.make_test_contexts(target, ev["num_targets"], ev["seed"])
+    contexts = run_report.make_test_contexts(target, ev["num_targets"], ev["seed"])
     goal = np.asarray(contexts[FIGURE_TARGET, :3])
     return compare_figure.plot_solution_grid(
         pathlib.Path(f"{settings.out}_{robot}.png"),

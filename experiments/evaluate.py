@@ -1,28 +1,20 @@
-r"""Evaluate a trained run: metrics.json, PNG plots and a markdown table.
+r"""Evaluate a trained run: metrics.json, PNG plots and a markdown table (`avips_jax.run_report`).
 
     python -m experiments.evaluate --workdir=runs/panda [--num_targets=1000] \
         [--samples_per_target=250] [--seed=1234] [--step=2000] [--norefine] [--nolatency]
 
-Defaults come from the run config's `eval` section. The test set is fixed and seeded: contexts
-`target.sample_contexts(PRNGKey(seed), num_targets)`. Writes `<workdir>/plots/*.png` and then
+Defaults come from the run config's `eval` section. Writes `<workdir>/plots/*.png` and then
 `<workdir>/metrics.json` (atomically, last), prints the metrics as a markdown table and the plot
 paths. A missing or damaged run directory is a one-line error with exit status 1, before anything
 is written.
 """
 
-import json
-import logging
-import os
 import pathlib
 import sys
 
-import jax
-import numpy as np
 from absl import app, flags
 
-from avips_jax import checkpoint, ik_evaluation, ik_metrics, plots, refine, runtime
-from avips_jax.model import AmortizedGMM
-from avips_jax.targets import RobotTarget
+from avips_jax import checkpoint, refine, run_report, runtime
 
 FLAGS = flags.FLAGS
 
@@ -40,211 +32,20 @@ def define_flags() -> None:
     flags.mark_flag_as_required("workdir")
 
 
-METRICS_FILE = "metrics.json"
-PLOTS_DIR = "plots"
-
-
-def eval_settings(config, num_targets=None, samples_per_target=None, seed=None) -> dict:
-    """The run config's `eval` section with the given overrides; ValueError if not >= 1.
-
-    Keys: num_targets, samples_per_target, seed, coverage_targets, coverage_reference.
-    """
-    settings = {
-        "num_targets": config.eval.num_targets if num_targets is None else num_targets,
-        "samples_per_target": (
-            config.eval.samples_per_target if samples_per_target is None else samples_per_target
-        ),
-        "seed": config.eval.seed if seed is None else seed,
-        "coverage_targets": config.eval.coverage_targets,
-        "coverage_reference": config.eval.coverage_reference,
-    }
-    for name in ("num_targets", "samples_per_target"):
-        if settings[name] < 1:
-            raise ValueError(f"{name} must be >= 1, got {settings[name]}")
-    if settings["samples_per_target"] < 2:
-        raise ValueError("samples_per_target must be >= 2 (pairwise diversity metrics)")
-    return settings
-
-
-def make_test_contexts(target, num_targets: int, seed: int) -> jax.Array:
-    """The fixed test set: (num_targets, d_c) contexts drawn with PRNGKey(seed)."""
-    sample = jax.jit(target.sample_contexts, static_argnums=1)
-    return sample(jax.random.PRNGKey(seed), num_targets)
-
-
-def run_info(run, settings: dict) -> dict:
-    """What the numbers were measured on: robot, contexts, sigma_pos, hardware, versions."""
-    device = jax.devices()[0]
-    target = run.target
-    return {
-        "workdir": str(run.workdir),
-        "checkpoint_step": int(run.step),
-        "target": target.name,
-        "robot": target.robot.name,
-        "context": target.context,
-        "position_std_m": float(target.goal_position_std),
-        "hardware": f"{device.platform}: {device.device_kind} (x{jax.device_count()})",
-        "jax_version": jax.__version__,
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "test_seed": int(settings["seed"]),
-        "success_thresholds": {
-            "raw_m": ik_metrics.SUCCESS_RAW_M,
-            "refined_m": ik_metrics.SUCCESS_REFINED_M,
-            "raw_deg_pose": float(np.degrees(ik_evaluation.SUCCESS_RAW_RAD)),
-            "refined_deg_pose": float(np.degrees(ik_evaluation.SUCCESS_REFINED_RAD)),
-        },
-    }
-
-
-def train_wall_time(workdir: pathlib.Path) -> float | None:
-    """The last `wall_time_s` in `<workdir>/history.jsonl`, if logged."""
-    history = _history(workdir)
-    times = [r["wall_time_s"] for r in history if "wall_time_s" in r]
-    return float(times[-1]) if times else None
-
-
-def _history(workdir: pathlib.Path) -> list[dict]:
-    path = pathlib.Path(workdir) / "history.jsonl"
-    if not path.is_file():
-        return []
-    try:
-        return plots.read_history(path)
-    except ValueError as err:
-        logging.warning("ignoring unreadable history: %s", err)
-        return []
-
-
-def make_plots(run, solutions: ik_evaluation.Solutions, plot_dir: pathlib.Path) -> list:
-    """The PNGs of one evaluation (those that apply to the target and model)."""
-    target, model, paths = run.target, run.model, []
-    name = f"{target.robot.name} ({target.context})"
-    points = np.asarray(jax.jit(target.skeleton_points)(solutions.x[0]))
-    comps = None if solutions.components is None else solutions.components[0]
-    goal = np.asarray(solutions.contexts[0, :3])
-    paths.append(
-        plots.plot_solutions_3d(
-            plot_dir / "solutions_target0.png",
-            points,
-            target.skeleton_edges,
-            goal,
-            comps,
-            title=f"{name}: solutions for test target 0",
-        )
-    )
-    paths.append(
-        plots.plot_error_histogram(
-            plot_dir / "position_error_hist.png",
-            solutions.position_error * 1e3,
-            title=f"{name}: position error of {solutions.position_error.size} samples",
-        )
-    )
-    if isinstance(model, AmortizedGMM):
-        weights = np.asarray(model.weights(solutions.contexts))
-        paths.append(
-            plots.plot_component_weights(
-                plot_dir / "component_weights.png", weights, title=f"{name}: mixture weights"
-            )
-        )
-    history = _history(run.workdir)
-    if history:
-        paths.append(
-            plots.plot_training_curves(
-                plot_dir / "training_curves.png", history, title=f"{name}: training"
-            )
-        )
-    return paths
-
-
-def check_robot_target(target) -> None:
-    """ValueError unless `target` is a robot target (IK or TALOS): the IK metrics need a robot."""
-    if not isinstance(target, RobotTarget):
-        raise ValueError(
-            f"evaluate measures IK solutions and needs a robot target (ik, talos), not "
-            f"{target.name!r}"
-        )
-
-
-def evaluate_run(
-    run,
-    *,
-    num_targets: int | None = None,
-    samples_per_target: int | None = None,
-    seed: int | None = None,
-    refine_fn=None,
-    latency: bool = True,
-    plot_dir: pathlib.Path | None = None,
-) -> tuple[dict, list]:
-    """Metrics (with run info) and plots of a loaded run (`checkpoint.TrainedRun`-like: config,
-    target, model, step, workdir). Overrides default to the config's `eval` section.
-
-    Raises:
-        ValueError: if the run's target is not a robot target (`check_robot_target`).
-    """
-    check_robot_target(run.target)
-    settings = eval_settings(run.config, num_targets, samples_per_target, seed)
-    contexts = make_test_contexts(run.target, settings["num_targets"], settings["seed"])
-    key = jax.random.PRNGKey(settings["seed"] + 1)
-    metrics, solutions = ik_evaluation.evaluate_model(
-        run.model,
-        run.target,
-        contexts,
-        key,
-        samples_per_target=settings["samples_per_target"],
-        refine_fn=refine_fn,
-        coverage_targets=settings["coverage_targets"],
-        coverage_reference=settings["coverage_reference"],
-        latency=latency,
-        return_solutions=True,
-    )
-    metrics = {**run_info(run, settings), **metrics}
-    wall = train_wall_time(run.workdir)
-    if wall is not None:
-        metrics["train_wall_time_s"] = wall
-    plot_dir = pathlib.Path(run.workdir) / PLOTS_DIR if plot_dir is None else plot_dir
-    return metrics, make_plots(run, solutions, plot_dir)
-
-
-def _json_value(value):
-    if isinstance(value, list):
-        return [_json_value(v) for v in value]
-    if isinstance(value, float) and not np.isfinite(value):
-        return None  # JSON has no NaN / inf
-    return value
-
-
-def write_metrics(path: pathlib.Path, metrics: dict) -> None:
-    """Writes metrics as JSON atomically (a temporary file renamed over `path`)."""
-    text = json.dumps({k: _json_value(v) for k, v in metrics.items()}, indent=2) + "\n"
-    checkpoint.write_atomic(path, text)
-
-
-def format_table(metrics: dict) -> str:
-    """A two-column markdown table of the scalar metrics (4 significant digits) and the lists of
-    numbers (3 significant digits each)."""
-    lines = ["| metric | value |", "|---|---|"]
-    for key, value in metrics.items():
-        if isinstance(value, dict):
-            continue
-        if isinstance(value, list):
-            text = "[" + ", ".join(f"{v:.3g}" for v in value) + "]"
-        else:
-            text = f"{value:.4g}" if isinstance(value, float) else str(value)
-        lines.append(f"| {key} | {text} |")
-    return "\n".join(lines)
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     workdir = pathlib.Path(FLAGS.workdir)
     try:
         run = checkpoint.load_model(workdir, FLAGS.step)
-        check_robot_target(run.target)
-        eval_settings(run.config, FLAGS.num_targets, FLAGS.samples_per_target, FLAGS.seed)
+        run_report.check_robot_target(run.target)
+        run_report.eval_settings(
+            run.config, FLAGS.num_targets, FLAGS.samples_per_target, FLAGS.seed
+        )
     except (FileNotFoundError, ValueError, KeyError, TypeError) as err:  # bad run dir / config
         sys.exit(f"evaluate: error: {err}")
     refine_fn = refine.refine if FLAGS.refine else None
-    metrics, paths = evaluate_run(
+    metrics, paths = run_report.evaluate_run(
         run,
         num_targets=FLAGS.num_targets,
         samples_per_target=FLAGS.samples_per_target,
@@ -252,9 +53,9 @@ def main(argv):
         refine_fn=refine_fn,
         latency=FLAGS.latency,
     )
-    write_metrics(workdir / METRICS_FILE, metrics)
-    print(format_table(metrics))
-    print(f"\nmetrics: {workdir / METRICS_FILE}")
+    run_report.write_metrics(workdir / run_report.METRICS_FILE, metrics)
+    print(run_report.format_table(metrics))
+    print(f"\nmetrics: {workdir / run_report.METRICS_FILE}")
     for path in paths:
         print(f"plot: {path}")
 

@@ -23,9 +23,9 @@ import tempfile
 import numpy as np
 from absl import app, flags, logging
 
-from avips_jax import checkpoint, refine, runtime
+from avips_jax import checkpoint, refine, run_report, runtime
 from avips_jax.model import AmortizedGMM
-from experiments import compare_report, compare_table, evaluate, seeds
+from experiments import compare_report, compare_table, seeds
 
 FLAGS = flags.FLAGS
 
@@ -81,7 +81,7 @@ def evaluate_scales(workdir: pathlib.Path, scales: tuple[float, ...]) -> list[di
     with tempfile.TemporaryDirectory() as plot_dir:
         for scale in scales:
             scaled = dataclasses.replace(run, model=run.model.with_latent_scale(scale))
-            metrics, _ = evaluate.evaluate_run(
+            metrics, _ = run_report.evaluate_run(
                 scaled, refine_fn=refine.refine, latency=False, plot_dir=pathlib.Path(plot_dir)
             )
             rows.append(metrics | {"latent_scale": scale})

@@ -16,7 +16,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from avips_jax import run, runtime
+from avips_jax import run, run_report, runtime
 from experiments import flag_errors
 
 FLAGS = flags.FLAGS
@@ -30,6 +30,9 @@ def define_flags() -> None:
     )
     flags.DEFINE_string("workdir", None, "Run directory (created; resumed if it exists).")
     flags.DEFINE_bool("progress", True, "Show a progress bar.")
+    flags.DEFINE_bool(
+        "evaluate", False, "Then evaluate the model (robot targets): metrics.json and plots."
+    )
     flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -40,7 +43,15 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
     print(f"JAX devices: {jax.devices()}")
     try:
-        result = run.train_and_checkpoint(FLAGS.config, FLAGS.workdir, progress=FLAGS.progress)
+        if FLAGS.evaluate:
+            result, metrics = run.train_and_evaluate(
+                FLAGS.config, FLAGS.workdir, progress=FLAGS.progress
+            )
+        else:
+            result, metrics = (
+                run.train_and_checkpoint(FLAGS.config, FLAGS.workdir, progress=FLAGS.progress),
+                None,
+            )
     except (ValueError, TypeError, KeyError, FileNotFoundError) as err:
         sys.exit(f"error: {err}")
     if result is not None:
@@ -48,6 +59,12 @@ def main(argv):
         print(
             f"done: {FLAGS.workdir} step {int(result.state.step)}, elbo {last.get('elbo')}, "
             f"active components {last.get('num_active')}, {result.wall_time_s:.0f} s"
+        )
+    if metrics is not None:
+        print(
+            f"evaluated: {FLAGS.workdir}/{run_report.METRICS_FILE}: mean raw position error "
+            f"{metrics['position_error_mean_mm']:.1f} mm, coverage ratio "
+            f"{metrics.get('coverage_ratio', float('nan')):.2f}"
         )
 
 

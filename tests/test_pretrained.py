@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 import avips_jax
-from avips_jax import ik_evaluation, ik_metrics, pretrained
-from experiments import evaluate
+from avips_jax import ik_evaluation, ik_metrics, pretrained, run_report
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +46,7 @@ def test_reaches_the_stated_accuracy(solver, stated):
     # The same test set and sampling key as experiments/evaluate.py; the numbers can differ
     # across CPUs only by float rounding.
     seed = stated["test_seed"]
-    contexts = evaluate.make_test_contexts(solver.target, stated["num_targets"], seed)
+    contexts = run_report.make_test_contexts(solver.target, stated["num_targets"], seed)
     key_sample = jax.random.split(jax.random.PRNGKey(seed + 1), 3)[0]
     sol = ik_evaluation.sample_solutions(
         solver.model, solver.target, contexts, key_sample, stated["samples_per_target"]
@@ -61,7 +60,7 @@ def test_reaches_the_stated_accuracy(solver, stated):
 
 
 def test_refinement_reaches_the_stated_success(solver, stated):
-    contexts = evaluate.make_test_contexts(solver.target, 10, stated["test_seed"])
+    contexts = run_report.make_test_contexts(solver.target, 10, stated["test_seed"])
     q = solver.sample(jax.random.PRNGKey(1), np.asarray(contexts), n=100, refine=True)
     err = np.asarray(solver.target.position_error(q, contexts[:, None]))
     assert np.mean(err < 1e-3) >= min(stated["success_rate_refined"], 0.99)

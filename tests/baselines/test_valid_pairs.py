@@ -24,6 +24,8 @@ def test_ik_pairs_reach_their_contexts():
     np.testing.assert_allclose(contexts[:, 2], 0.0, atol=1e-6)
 
 
+@pytest.mark.slow  # 44 s: 1000 Adam steps per posture; tests/targets/test_talos_data.py covers
+# the posture optimiser in the default suite
 def test_talos_pairs_are_standing_postures_and_their_gripper_positions():
     target = targets.make_target("talos")
     c, q = valid_pairs.valid_pairs(target, jax.random.PRNGKey(0), 12)

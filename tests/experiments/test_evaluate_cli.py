@@ -9,8 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from avips_jax import checkpoint, fit
-from experiments import evaluate
+from avips_jax import checkpoint, fit, refine, run_report
 from experiments.configs import panda as panda_configs
 from tests.experiments import cli
 
@@ -69,11 +68,11 @@ def test_cli_writes_metrics_plots_and_table(run_dir):
 
 def test_evaluate_run_uses_the_fixed_seeded_test_set(run_dir, tmp_path):
     run = checkpoint.load_model(run_dir)
-    contexts = np.asarray(evaluate.make_test_contexts(run.target, 3, 7))
+    contexts = np.asarray(run_report.make_test_contexts(run.target, 3, 7))
     expected = run.target.sample_contexts(jax.random.PRNGKey(7), 3)
     np.testing.assert_allclose(contexts, expected, atol=1e-6)
-    refine_fn = evaluate.refine.refine
-    a, paths = evaluate.evaluate_run(
+    refine_fn = refine.refine
+    a, paths = run_report.evaluate_run(
         run, latency=False, plot_dir=tmp_path / "a", refine_fn=refine_fn
     )
     assert a["num_targets"] == 3 and a["test_seed"] == 7  # config.eval defaults
@@ -83,9 +82,9 @@ def test_evaluate_run_uses_the_fixed_seeded_test_set(run_dir, tmp_path):
     assert a["coverage_num_targets"] <= 3
     # Position contexts: LM never raises the error, so 30 iterations converge at least as often.
     assert 0 <= a["converged_fraction_5it"] <= a["converged_fraction_30it"] <= 1
-    assert "| coverage_ratio |" in evaluate.format_table(a)
+    assert "| coverage_ratio |" in run_report.format_table(a)
     assert sorted(p.name for p in paths) == sorted((*PLOTS, "training_curves.png"))
-    b, _ = evaluate.evaluate_run(run, seed=8, latency=False, plot_dir=tmp_path / "b")
+    b, _ = run_report.evaluate_run(run, seed=8, latency=False, plot_dir=tmp_path / "b")
     assert b["test_seed"] == 8
     assert b["position_error_mean_mm"] != a["position_error_mean_mm"]
 
@@ -117,9 +116,9 @@ def test_bad_settings_are_refused_before_writing(run_dir):
 
 
 def test_table_and_settings_helpers():
-    table = evaluate.format_table({"a": 0.123456, "b": 3, "nested": {"x": 1}})
+    table = run_report.format_table({"a": 0.123456, "b": 3, "nested": {"x": 1}})
     assert table.splitlines() == ["| metric | value |", "|---|---|", "| a | 0.1235 |", "| b | 3 |"]
-    settings = evaluate.eval_settings(_config(), samples_per_target=10)
+    settings = run_report.eval_settings(_config(), samples_per_target=10)
     assert settings == {
         "num_targets": 3,
         "samples_per_target": 10,
@@ -128,4 +127,4 @@ def test_table_and_settings_helpers():
         "coverage_reference": 64,
     }
     with pytest.raises(ValueError, match="num_targets"):
-        evaluate.eval_settings(_config(), num_targets=-1)
+        run_report.eval_settings(_config(), num_targets=-1)
