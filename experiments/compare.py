@@ -7,7 +7,7 @@ r"""Trains (or loads) every method on every robot and writes the comparison tabl
 
 Each (robot, method) runs `experiments/configs/<robot>.py` at `--preset` switched to the method
 (`common.apply_method`, as `--config=experiments/configs/<robot>.py:<preset>,<method>` would),
-with `--num_steps` / `--train_seed` / `--set key=value` overriding the config, in
+with `--num_steps` / `--train_seed` / `--config.key=value` overriding the config, in
 `<runs_dir>/<robot>/<method>`: a finished run there is loaded, an unfinished one resumed
 (experiments/train.py), a run of another config refused before anything is trained. A
 combination a method does not support (its trainer refuses the target) is skipped with the
@@ -45,6 +45,7 @@ from avips_jax import run as run_lib
 from avips_jax.model import AmortizedGMM
 from avips_jax.targets import RobotTarget
 from experiments import (
+    cli_flags,
     compare_claims,
     compare_figure,
     compare_report,
@@ -59,6 +60,11 @@ FIGURE_TARGET = 0  # the test target every robot's figure shows
 FLAGS = flags.FLAGS
 
 
+# The `--config.a.b=v` arguments of the command line ("a.b=v", ...), applied to every config
+# (filled by `cli_flags.config_override_parser` when run as a program).
+CONFIG_OVERRIDES: list[str] = []
+
+
 def define_flags() -> None:
     """The CLI flags; defined only when run as a program (as in experiments/evaluate.py)."""
     flags.DEFINE_list("robots", list(ROBOTS), "Robots (experiments/configs/<robot>.py).")
@@ -66,9 +72,6 @@ def define_flags() -> None:
     flags.DEFINE_enum("preset", "quick", list(common.PRESETS), "Training budget preset.")
     flags.DEFINE_integer("num_steps", None, "Overrides config.train.num_steps (all runs).")
     flags.DEFINE_integer("train_seed", None, "Overrides config.seed (the training seed).")
-    flags.DEFINE_multi_string(
-        "set", [], "A config override key=value for every run, e.g. train.gate_lr=3e-4 (repeat)."
-    )
     flags.DEFINE_integer("num_targets", None, "Test targets (default: config.eval.num_targets).")
     flags.DEFINE_integer("samples_per_target", None, "Default: config.eval.samples_per_target.")
     flags.DEFINE_integer("seed", None, "Test-set seed (default: config.eval.seed).")
@@ -130,7 +133,7 @@ def method_config(
     overrides: tuple[str, ...] = (),
 ) -> ml_collections.ConfigDict:
     """The resolved config of `method` on `robot` at `preset` (with the overrides: num_steps,
-    seed, then the "key=value" ones of `--set`)."""
+    seed, then the "key=value" ones of `--config.key=value`)."""
     module = importlib.import_module(f"experiments.configs.{robot}")
     # get_config(preset) then apply_method: the same config as "<preset>,<method>" gives, also
     # for config files (talos.py) whose get_config takes a bare preset only.
@@ -391,7 +394,7 @@ def settings_from_flags() -> Settings:
         preset=FLAGS.preset,
         num_steps=FLAGS.num_steps,
         train_seed=FLAGS.train_seed,
-        overrides=tuple(FLAGS.set),
+        overrides=tuple(CONFIG_OVERRIDES),
         num_targets=FLAGS.num_targets,
         samples_per_target=FLAGS.samples_per_target,
         seed=FLAGS.seed,
@@ -422,4 +425,4 @@ def main(argv):
 if __name__ == "__main__":
     runtime.set_cpu_safety_flags()
     define_flags()
-    app.run(main)
+    app.run(main, flags_parser=cli_flags.config_override_parser(CONFIG_OVERRIDES))

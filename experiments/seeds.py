@@ -22,7 +22,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from avips_jax import checkpoint, runtime
-from experiments import compare, compare_report, compare_table
+from experiments import cli_flags, compare, compare_report, compare_table
 
 FLAGS = flags.FLAGS
 REFERENCE = "avips"
@@ -237,4 +237,4 @@ if __name__ == "__main__":
     flags.DEFINE_list("train_seeds", ["0", "1", "2"], "Training seeds (config.seed) to run.")
     FLAGS.set_default("runs_dir", "runs/seeds")
     FLAGS.set_default("out", "results/seeds")
-    app.run(main)
+    app.run(main, flags_parser=cli_flags.config_override_parser(compare.CONFIG_OVERRIDES))

@@ -17,7 +17,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from avips_jax import run, run_report, runtime
-from experiments import flag_errors
+from experiments import cli_flags
 
 FLAGS = flags.FLAGS
 
@@ -71,4 +71,4 @@ def main(argv):
 if __name__ == "__main__":
     runtime.set_cpu_safety_flags()
     define_flags()
-    app.run(main, flags_parser=flag_errors.parse_flags)
+    app.run(main, flags_parser=cli_flags.parse_flags)

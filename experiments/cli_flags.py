@@ -1,5 +1,11 @@
-"""absl flag parsing with a clear message for an unknown `--config.` key (absl's own is a
-KeyError / AttributeError traceback)."""
+"""Command-line helpers shared by the entry points: one config-override syntax, `--config.a.b=v`.
+
+* `parse_flags`: absl's parsing for a `config_flags` config file (experiments/train.py), with a
+  clear message for an unknown `--config.` key (absl's own is a KeyError traceback);
+* `config_override_parser`: for the entry points that build many configs (compare, seeds,
+  latent_scale), `--config.a.b=v` (repeatable) becomes the override "a.b=v" applied to every
+  config they build (`experiments.configs.common.apply_overrides`).
+"""
 
 import importlib.util
 import sys
@@ -53,3 +59,40 @@ def parse_flags(argv: list[str]) -> list[str]:
         except Exception:  # the config itself did not load: report the original error
             problems = []
         sys.exit("error: unknown config key: " + ("; ".join(problems) or str(err)))
+
+
+CONFIG_PREFIX = "--config."
+
+
+def split_config_overrides(argv: list[str]) -> tuple[list[str], tuple[str, ...]]:
+    """argv without its `--config.a.b=v` arguments, and those as overrides ("a.b=v", ...).
+
+    Raises:
+        app.UsageError: for a `--config.` argument without "=value".
+    """
+    rest, overrides = [], []
+    for arg in argv:
+        if not arg.startswith(CONFIG_PREFIX):
+            rest.append(arg)
+            continue
+        override = arg[len(CONFIG_PREFIX) :]
+        if "=" not in override:
+            raise app.UsageError(f"{arg}: a config override needs a value: --config.a.b=value")
+        overrides.append(override)
+    return rest, tuple(overrides)
+
+
+def config_override_parser(overrides: list[str]):
+    """A `flags_parser` for `app.run` that moves the `--config.a.b=v` arguments into
+    `overrides` (cleared first) and parses the rest with absl; a `--config.` argument without
+    a value exits with a one-line error (status 1)."""
+
+    def parse(argv: list[str]) -> list[str]:
+        try:
+            rest, found = split_config_overrides(argv)
+        except app.UsageError as err:
+            sys.exit(f"error: {err}")
+        overrides[:] = found
+        return app.parse_flags_with_usage(rest)
+
+    return parse
