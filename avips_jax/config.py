@@ -44,17 +44,14 @@ def default_config() -> ml_collections.ConfigDict:
     c.train.final_lr_fraction = 0.1
     # Share u of the uniform 1/K_active mixed into the weights w_k(c) that scale each component's
     # surrogate (objectives.component_loss_weights); 0 is the thesis. With u = 0 a slot that
-    # loses a context is no longer trained there: Panda IK, 1500 steps, the best and second-best
-    # component's ELBO per context differ by 37 nats (median) and the weights rightly collapse to
-    # 1.4 components per context. u = 0.1 shrinks that gap to 3-5 nats; u = 1 to 0.8 nats but
-    # every component is worse (ELBO -1.9 vs 1.4). experiments/configs/common.py has IK numbers.
+    # loses a context is no longer trained there (the IK presets use 0.1; why:
+    # results/covariance_projection/README.md §2).
     c.train.uniform_component_share = 0.0
     # The last fraction f of num_steps trains the gate alone: the components are frozen (their
     # learning rate is 0, nothing is added) and the gate's learning rate restarts its decay from
     # gate_lr, so the weights settle on the ELBO-optimal ones for the final components instead of
-    # chasing components that keep moving. 0 (the thesis) disables it. Measured on Panda (quick
-    # preset, 3000 steps) it changed nothing: refit 0.2 gave ELBO 1.9 vs 2.1 and 1.4 vs 1.4
-    # components per context; the weights are already near-optimal for the components.
+    # chasing components that keep moving. 0 (the thesis) disables it; no preset uses it (an
+    # early Panda run with 0.2 changed nothing, no results file).
     c.train.gate_refit_fraction = 0.0
     # Mass-covering warm start (NOT VIPS): the first this-many steps fit the mixture by maximum
     # likelihood to fresh valid pairs (c = FK(q), q uniform in the joint limits; IK targets only,
@@ -85,8 +82,8 @@ def default_config() -> ml_collections.ConfigDict:
 
     c.projection = ml_collections.ConfigDict()
     c.projection.enabled = True
-    # False projects the means only. On the planar arm and Panda the covariance projection made
-    # training unstable once the bounds were not tiny (experiments/configs/common.py has numbers).
+    # False projects the means only. With exact gradients (`covariance_gradient`) and alpha 10 the
+    # covariance projection made IK training unstable (results/covariance_projection/README.md §1).
     c.projection.covariance = True
     c.projection.eps_mean = 0.1  # initial per-component bounds (nats)
     c.projection.eps_cov = 0.01

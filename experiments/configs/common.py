@@ -178,31 +178,23 @@ def ik_config(
     c.projection.eps_mean = 0.1
     c.projection.eps_cov = 0.01
     c.train.lr_decay = "cosine"
-    # ELBO-based merging hurts IK: on Panda (1500 steps) it cut the model to one component and the
-    # ELBO fell from -4 to -91 nats (mean position error 87 mm vs 33 mm without merging).
+    # ELBO-based merging cut a Panda model to one component (an early 1500-step run, no results
+    # file: rerun with --config.components.merge_tolerance=0.01 to check).
     c.components.merge_tolerance = 0.0
-    # The full projection (means and covariances), with no gradient into the predicted covariance
-    # where its bound is active and the regression at alpha = 1. With exact gradients through the
-    # covariance projection (and alpha = 10) Panda blew up (1500 steps: ELBO -1412 vs 1.05 with the
-    # means projected only): Adam undoes the ~1/(1+eta) damping of the implicit gradient and the
-    # raw covariance drifts. Panda quick, 3000 steps, seeds 0-2 (results/covariance_projection/):
-    # median ELBO 2.59 vs 2.08 (means only) and 2.63 (vanilla GMM), entropy -5.15 vs -5.57 and
-    # -5.10, coverage ratio 2.48 vs 3.25 and 2.76, 3.54 vs 1.62 and 2.52 components per context.
+    # The full projection, with no gradient into the predicted covariance where its bound is
+    # active and the regression at alpha = 1: exact gradients at alpha = 10 blew up (why, and the
+    # seed studies: results/covariance_projection/README.md §1).
     c.projection.covariance = True
     c.projection.covariance_gradient = "stop"
     c.projection.alpha = 1.0
-    # Start with every slot, let removal prune (Panda, 1500 steps: ELBO 1.4 vs 0.4 starting from 4;
-    # 3 slots left at the end). New components start at 5% weight and get 10 checks to prove
-    # themselves: at 0.1% they were removed before the weight step could grow them.
+    # Start with every slot and let removal prune; new components start at 5 % weight and get 10
+    # checks to prove themselves (at 0.1 % they were removed before the weight step could grow
+    # them). K_init and grace studies: results/covariance_projection/README.md §4.
     c.components.init_weight = 0.05
     c.components.remove_patience = 10
-    # Keep training every component on every context (10% uniform share in the component loss
-    # weights): with the thesis weighting, slots that lose a context stop improving there (best vs
-    # second-best component ELBO 20-37 nats apart per context) and the weights rightly collapse.
-    # Panda, 1500 steps: ELBO 1.52 vs 1.38, 23.4 vs 24.0 mm, components per context (w > 1%) 1.44
-    # vs 1.36, per-context gap 4.9 vs 37 nats; 3000 steps (with removal off), seeds 0/1: ELBO
-    # 2.32/1.98 vs 2.32/1.76, components per context 1.36/1.28 vs 1.24/1.15. Removal stays on
-    # (1500 steps with it off: 1.43 components per context, ELBO 1.61): models should end small.
+    # Keep training every component on every context (10 % uniform share in the component loss
+    # weights): with the thesis weighting a slot that loses a context stops improving there and
+    # the weights collapse to it (results/covariance_projection/README.md §2).
     c.train.uniform_component_share = 0.1
     if preset in CPU_PRESETS:
         c.model.num_components = 8
@@ -213,24 +205,14 @@ def ik_config(
         c.train.batch_contexts = 64
         c.train.samples_per_component = 4
         c.train.component_lr = 3e-3
-        # A gate that learns as fast as the components hands each context to whichever slot is
-        # ahead early, and the others, no longer trained there, never catch up: about one
-        # component per context. At 3e-4 (quick, 3000 steps, seeds 0-2, results/gate_lr/) the
-        # median ELBO rose for aVIPS (Panda 1.95 -> 2.08, Valkyrie -5.30 -> -2.77) and the
-        # vanilla GMM (2.33 -> 2.63, -1.18 -> -0.97), with higher entropy, lower MMD and
-        # 1.6-3.5 components per context; 1e-4 spread further but lost ELBO and accuracy.
-        # `precise` keeps 1e-3: at its 30k steps 3e-4 changed little (Panda, seeds 0-2,
-        # results/gate_lr/seeds_panda_precise_gate_lr_3e-4.md: aVIPS entropy -13.05 vs -13.20,
-        # median ELBO -3.95 vs -3.91, still ~1 component per context).
+        # A gate as fast as the components hands each context to whichever slot is ahead early
+        # (about one component per context); 3e-4 had the best median ELBO at the quick budget,
+        # and changed little at the precise one, which keeps 1e-3 (results/gate_lr/).
         c.train.gate_lr = 3e-4 if preset == "quick" else 1e-3
         if preset == "quick":
             # Target annealing (train.target_beta): beta * log p with beta from 0.01 to 1 over
-            # the first 80 % of the steps. Panda, 10k steps, seeds 0-2
-            # (results/covariance_projection/seeds_panda_quick10k_*): aVIPS ELBO 4.16 vs 3.46,
-            # entropy -3.95 vs -4.82, coverage ratio 1.95 vs 2.62, 5.7 vs 3.0 components per
-            # context, 21.5 vs 21.2 mm; the vanilla GMM (which inherits it) gains as much
-            # (4.35 vs 3.62). Starting at 0.001 was too hot (3000 steps: ELBO -2.6). Valkyrie /
-            # Atlas, 3000 steps: coverage ratio 1.93 -> 1.59 / 1.63 -> 1.42, ELBO up 1.1 / 0.8.
+            # the first 80 % of the steps (seed studies: results/covariance_projection/README.md
+            # §4, seeds_*_anneal08*).
             c.train.anneal_fraction = 0.8
             c.train.anneal_start = 0.01
         c.train.log_every = 50
@@ -254,8 +236,8 @@ def ik_config(
         c.components.add_every = 2000
         c.eval.num_targets = 1000
     if preset == "precise":
-        # Panda, 15k steps: sigma_pos 2 mm gives 6.9 mm mean raw error, 3 mm gives 8.9 mm (the
-        # mean norm of N(0, sigma^2 I_3) is 1.6 sigma: 3.2 / 4.8 mm), 1 cm gives ~20 mm.
+        # sigma_pos 2 mm: the raw error follows sigma_pos (the mean norm of N(0, sigma^2 I_3) is
+        # 1.6 sigma); results/seeds_panda_precise.md, results/accuracy_panda.md.
         c.target.kwargs.position_std = 0.002
         c.train.num_steps = 30_000
     c.eval.samples_per_target = 250
