@@ -5,23 +5,15 @@ import json
 import pytest
 
 from avips_jax import run
-from experiments.configs import panda as panda_configs
 from experiments.configs import toy as toy_configs
+from tests import fingerprints
 
 pytestmark = pytest.mark.usefixtures("fast_compiles")
 
 
 def _tiny_panda():
-    c = panda_configs.get_config("quick")
-    c.model.num_components = 3
-    c.model.initial_components = 2
-    c.model.component_hidden = (8,)
-    c.model.gate_hidden = (8,)
+    c = fingerprints.method_config("avips")  # the tiny Panda model of the fingerprints
     c.train.num_steps = 2
-    c.train.batch_contexts = 4
-    c.train.samples_per_component = 2
-    c.train.log_every = 1
-    c.train.log_samples = 2
     c.train.checkpoint_every = 2
     c.eval.num_targets = 3
     c.eval.samples_per_target = 6
