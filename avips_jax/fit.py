@@ -64,7 +64,7 @@ def build(config: ml_collections.ConfigDict, target: targets.Target | None = Non
     if target is None:
         target = targets.make_target(config.target.name, **config.target.kwargs.to_dict())
     gmm = methods.make_gmm(config, target)
-    state = gmm.init(jax.random.PRNGKey(config.seed), config)
+    state = gmm.init(jax.random.PRNGKey(config.seed))
     return target, gmm.module, gmm.optimizer, state, gmm.step_fn
 
 

@@ -13,6 +13,7 @@ functions without compiling or initialising anything: `init` does that.
 """
 
 import dataclasses
+import functools
 from collections.abc import Callable
 
 import jax
@@ -38,18 +39,15 @@ class GMMSetup:
     target: targets.Target
     module: networks.ConditionalGMM
     optimizer: object  # optax.GradientTransformation
+    init: Callable[[jax.Array], train.TrainState]  # PRNG key -> the state at step 0
     step_fn: Callable  # (TrainState, contexts) -> (TrainState, metrics), jitted
-
-    def init(self, key: jax.Array, config: ml_collections.ConfigDict) -> train.TrainState:
-        return train.create_train_state(config, self.module, self.target, self.optimizer, key)
 
 
 def make_gmm(config: ml_collections.ConfigDict, target: targets.Target) -> GMMSetup:
     """Network, optimiser and train step of the GMM method `config.method` on `target`.
 
     Raises:
-        ValueError: if `config.method` is not a GMM method, or (vanilla GMM) an aVIPS technique
-            is switched on.
+        ValueError: if `config.method` is not a GMM method.
     """
     if config.method not in _GMM_LOSSES:
         raise ValueError(f"{config.method!r} is not a GMM method ({', '.join(_GMM_LOSSES)})")
@@ -57,14 +55,15 @@ def make_gmm(config: ml_collections.ConfigDict, target: targets.Target) -> GMMSe
     optimizer = train.make_optimizer(config)
     loss_fn = _GMM_LOSSES[config.method](config, module, target)
     step_fn = train.make_train_step(config, module, target, optimizer, loss_fn)
-    return GMMSetup(target=target, module=module, optimizer=optimizer, step_fn=step_fn)
+    init = functools.partial(train.create_train_state, config, module, target, optimizer)
+    return GMMSetup(target, module, optimizer, init, step_fn)
 
 
 def _gmm_trainer(config: ml_collections.ConfigDict, target: targets.Target) -> Trainer:
     gmm = make_gmm(config, target)
     module = gmm.module
     return Trainer(
-        init=lambda key: gmm.init(key, config),
+        init=gmm.init,
         step=gmm.step_fn,
         model=lambda s: model_lib.AmortizedGMM.from_train_state(s, module, target.context_dim),
         log_scalars=loop.avips_log_scalars(config, module, target),
