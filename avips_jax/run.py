@@ -19,7 +19,7 @@ import pathlib
 import ml_collections
 import tensorboardX
 
-from avips_jax import checkpoint, fit, refine, run_report, targets
+from avips_jax import checkpoint, fit, methods, refine, run_report, targets
 from avips_jax.config import validate_config
 
 HISTORY_FILE = "history.jsonl"
@@ -107,6 +107,7 @@ def train_and_checkpoint(
     workdir = pathlib.Path(workdir)
     validate_config(config)
     target = targets.make_target(config.target.name, **config.target.kwargs.to_dict())
+    methods.make_trainer(config, target)  # the method's own refusals (cheap: nothing compiled)
     step = check_workdir(workdir, config)
     state, records = None, fit.RunRecords()
     if step is not None:

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from avips_jax import run
+from avips_jax import baselines, run
 from experiments.configs import toy as toy_configs
 from tests import fingerprints
 
@@ -45,3 +45,12 @@ def test_a_target_without_a_robot_is_trained_but_not_evaluated(tmp_path):
     )
     assert result is not None and metrics is None
     assert not (tmp_path / "toy" / "metrics.json").exists()
+
+
+def test_a_method_that_refuses_its_target_writes_nothing(tmp_path):
+    config = toy_configs.get_config("moving_gmm,test")
+    config.method = "flow"  # learns from valid pairs, which a toy target does not have
+    config.baseline = baselines.default_baseline_config("flow")
+    with pytest.raises(ValueError, match="valid"):
+        run.train_and_checkpoint(config, tmp_path / "flow", progress=False)
+    assert not (tmp_path / "flow").exists()
