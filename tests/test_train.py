@@ -80,6 +80,7 @@ def test_removal_prunes_surplus_components():
     assert sum(e["event"] == "removed" for e in res.events) == 8 - n_active
 
 
+@pytest.mark.usefixtures("fast_compiles")  # three 5-step runs: compilation is the cost
 def test_same_seed_same_result():
     a = fit.fit(_small_config(), progress=False)
     b = fit.fit(_small_config(), progress=False)
