@@ -311,7 +311,7 @@ def _defaults_for(data: dict) -> dict:
     """default_config(), with the `baseline` section of data's method where it is a baseline."""
     defaults = config_to_dict(default_config())
     method = data.get("method")
-    if isinstance(method, str) and method in methods.METHODS:
+    if isinstance(method, str):
         for name, section in methods.extra_sections(method).items():
             defaults[name] = config_to_dict(section)
     return defaults
@@ -354,13 +354,8 @@ def config_differences(
     ]
 
 
-def abstract_state(config: ml_collections.ConfigDict, target: targets.Target):
-    """Shapes and dtypes (no values) of the state a run of `config` on `target` has (a
-    `train.TrainState`, or a baseline's `BaselineState`)."""
-    return _abstract_init(methods.make_trainer(config, target))
-
-
-def _abstract_init(trainer) -> Any:
+def abstract_state(trainer) -> Any:
+    """Shapes and dtypes (no values) of `trainer.init`'s state: what `restore` fills."""
     return jax.eval_shape(trainer.init, jax.random.PRNGKey(0))
 
 
@@ -380,9 +375,9 @@ def load_model(workdir: str | os.PathLike, step: int | None = None) -> TrainedRu
         raise CheckpointNotFoundError(f"run directory {workdir} does not exist")
     config = load_config(workdir)
     validate_config(config)
-    target = targets.make_target(config.target.name, **config.target.kwargs.to_dict())
+    target = targets.from_config(config)
     trainer = methods.make_trainer(config, target)
-    state = restore(workdir, _abstract_init(trainer), step)
+    state = restore(workdir, abstract_state(trainer), step)
     model = trainer.model(state)
     return TrainedRun(
         config=config,

@@ -62,7 +62,7 @@ def build(config: ml_collections.ConfigDict, target: targets.Target | None = Non
     conditional-GMM run (aVIPS or the vanilla GMM: `methods.make_gmm`)."""
     validate_config(config)
     if target is None:
-        target = targets.make_target(config.target.name, **config.target.kwargs.to_dict())
+        target = targets.from_config(config)
     gmm = methods.make_gmm(config, target)
     state = gmm.init(jax.random.PRNGKey(config.seed))
     return target, gmm.module, gmm.optimizer, state, gmm.step_fn
@@ -84,7 +84,7 @@ def fit(
 
     Args:
         config: a config from `avips_jax.config.default_config()` (possibly overridden).
-        target: the target; default `targets.make_target(config.target.name, **kwargs)`.
+        target: the target; default `targets.from_config(config)`.
         mesh: optional device mesh; contexts are sharded along its first axis.
         progress: show a tqdm bar with rate and ETA.
         callback: called as callback(step, scalar_metrics) at every logged step.
@@ -102,7 +102,7 @@ def fit(
     """
     validate_config(config)
     if target is None:
-        target = targets.make_target(config.target.name, **config.target.kwargs.to_dict())
+        target = targets.from_config(config)
     trainer = methods.make_trainer(config, target)
     key = jax.random.PRNGKey(config.seed)
     if initial_state is None:

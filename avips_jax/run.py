@@ -106,12 +106,12 @@ def train_and_checkpoint(
     """
     workdir = pathlib.Path(workdir)
     validate_config(config)
-    target = targets.make_target(config.target.name, **config.target.kwargs.to_dict())
-    methods.make_trainer(config, target)  # the method's own refusals (cheap: nothing compiled)
+    target = targets.from_config(config)
+    trainer = methods.make_trainer(config, target)  # its refusals come before any write
     step = check_workdir(workdir, config)
     state, records = None, fit.RunRecords()
     if step is not None:
-        state = checkpoint.restore(workdir, checkpoint.abstract_state(config, target))
+        state = checkpoint.restore(workdir, checkpoint.abstract_state(trainer))
         records = fit.RunRecords.from_json(checkpoint.restore_records(workdir, step))
         if step >= config.train.num_steps:
             print(f"{workdir}: the run is complete ({step} of {config.train.num_steps} steps).")

@@ -41,8 +41,9 @@ class IKSolver:
     config: ml_collections.ConfigDict | None = None
 
     def __post_init__(self):
-        if not isinstance(self.target, base.RobotTarget) or self.target.dim != self.robot.dof:
-            joints = self.robot.dof if isinstance(self.target, base.RobotTarget) else None
+        is_robot = isinstance(self.target, base.RobotTarget)
+        if not is_robot or self.target.dim != self.robot.dof:
+            joints = self.robot.dof if is_robot else None
             raise ValueError(
                 f"IKSolver needs an IK target whose samples are a robot's joint vector; target "
                 f"{self.target.name!r} has dim {self.target.dim} and robot {joints} joints"

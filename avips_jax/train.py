@@ -31,7 +31,7 @@ import optax
 
 from avips_jax import components, gmm, networks, objectives, pytree, slot_layout, trust_region
 from avips_jax.baselines import valid_pairs
-from avips_jax.targets import RobotTarget, Target
+from avips_jax.targets import Target
 
 Metrics = dict[str, chex.Array]
 
@@ -274,7 +274,7 @@ def make_pair_nll(
         ValueError: naming `setting`, if the target has no `contexts_from_joints` (an IK target
             is needed).
     """
-    if not (isinstance(target, RobotTarget) and target.has_joint_contexts):
+    if not target.has_joint_contexts:
         raise ValueError(
             f"{setting} > 0 needs an IK target with contexts_from_joints; target "
             f"{target.name!r} has none"

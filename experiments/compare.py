@@ -12,7 +12,7 @@ with `--num_steps` / `--train_seed` / `--config.key=value` overriding the config
 (experiments/train.py), a run of another config refused before anything is trained. A
 combination a method does not support (its trainer refuses the target) is skipped with the
 reason; a run that fails is reported as failed and the others go on. Every model of a robot is
-evaluated on the same seeded test set (`experiments.run_report.evaluate_run`; metrics.json and
+evaluated on the same seeded test set (`avips_jax.run_report.evaluate_run`; metrics.json and
 plots go to its run directory). Writes `<out>.md` (tables, notes, the paper's claims checked by
 `compare_claims`, the command, config hashes and hardware), `<out>.csv` (one row per robot and
 method) and `<out>_<robot>.png` (the solution sets of all models for test target 0).
@@ -147,7 +147,7 @@ def method_config(
 
 def unsupported_reason(config: ml_collections.ConfigDict) -> str | None:
     """Why the method of `config` cannot run on its target (the trainer's ValueError), or None."""
-    target = targets.make_target(config.target.name, **config.target.kwargs.to_dict())
+    target = targets.from_config(config)
     try:
         methods.make_trainer(config, target)
     except ValueError as err:
@@ -322,7 +322,7 @@ def write_robot_figure(
     """`<out>_<robot>.png`: the panels of every evaluated model for test target 0."""
     if not panels:
         return None
-    target = targets.make_target(config.target.name, **config.target.kwargs.to_dict())
+    target = targets.from_config(config)
     ev = run_report.eval_settings(
         config, settings.num_targets, settings.samples_per_target, settings.seed
     )

@@ -9,14 +9,10 @@ from avips_jax.trainer import Trainer
 from tests import fingerprints
 
 
-def _target(config):
-    return targets.make_target(config.target.name, **config.target.kwargs.to_dict())
-
-
 @pytest.mark.parametrize("method", sorted(methods.METHODS))
 def test_every_method_is_a_trainer_with_its_own_state(method):
     config = fingerprints.method_config(method)
-    trainer = methods.make_trainer(config, _target(config))
+    trainer = methods.make_trainer(config, targets.from_config(config))
     assert isinstance(trainer, Trainer) and trainer.log_scalars is not None
     state = jax.eval_shape(trainer.init, jax.random.PRNGKey(0))  # shapes only: no compilation
     gmm = method in ("avips", "vanilla_gmm")
@@ -26,7 +22,7 @@ def test_every_method_is_a_trainer_with_its_own_state(method):
 
 def test_unknown_methods_and_missing_sections_are_named():
     config = fingerprints.method_config("avips")
-    target = _target(config)
+    target = targets.from_config(config)
     config.method = "vips"
     with pytest.raises(ValueError, match=r"method must be one of \('avips', 'vanilla_gmm'"):
         methods.make_trainer(config, target)
@@ -42,4 +38,4 @@ def test_the_vanilla_gmm_refuses_avips_techniques():
     config.projection.enabled = True
     config.sir.enabled = True
     with pytest.raises(ValueError, match=r"switch off \['projection.enabled', 'sir.enabled'\]"):
-        methods.make_trainer(config, _target(config))
+        methods.make_trainer(config, targets.from_config(config))

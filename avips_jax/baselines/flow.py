@@ -141,7 +141,7 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
 
 def _draws_fresh_pairs(target) -> bool:
     """Whether "flow" draws its pairs on the fly (IK targets) rather than from a pool (TALOS)."""
-    return isinstance(target, target_base.RobotTarget) and target.has_joint_contexts
+    return target.has_joint_contexts
 
 
 def _ml_loss(config, target, module) -> Callable:

@@ -30,7 +30,7 @@ __all__ = ["has_valid_pairs", "lazy_valid_pairs", "require_valid_pairs", "valid_
 
 def has_valid_pairs(target: target_base.Target) -> bool:
     """Whether `valid_pairs` can make pairs for `target` (an IK target or TALOS)."""
-    return isinstance(target, TalosWholeBody) or _has_joint_contexts(target)
+    return isinstance(target, TalosWholeBody) or target.has_joint_contexts
 
 
 def require_valid_pairs(target: target_base.Target, method: str, alternative: str) -> None:
@@ -72,10 +72,6 @@ def lazy_valid_pairs(
     them (TALOS postures take minutes)."""
     key = jax.random.fold_in(jax.random.PRNGKey(seed), 7)
     return functools.cache(lambda: valid_pairs(target, key, num))
-
-
-def _has_joint_contexts(target: target_base.Target) -> bool:
-    return isinstance(target, target_base.RobotTarget) and target.has_joint_contexts
 
 
 def _talos_valid_pairs(target, key, num):

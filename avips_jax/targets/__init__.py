@@ -30,6 +30,7 @@ __all__ = [
     "Target",
     "WorkspaceError",
     "available",
+    "from_config",
     "base",
     "ik",
     "make_target",
@@ -79,3 +80,9 @@ def make_target(name: str, **kwargs) -> Target:
         return _REGISTRY[name](**kwargs)
     except TypeError as err:
         raise TypeError(f"bad settings for target {name!r}: {err}") from err
+
+
+def from_config(config) -> Target:
+    """The target a run config names: `make_target(config.target.name,
+    **config.target.kwargs)` (raises as `make_target`)."""
+    return make_target(config.target.name, **config.target.kwargs.to_dict())

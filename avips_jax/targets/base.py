@@ -26,13 +26,16 @@ class Target(abc.ABC):
       * `log_prob(x, c)` and `sample_contexts(key, n)`.
 
     Optional, where known (the class flags `is_normalized`, `has_sampler`, `has_modes`,
-    `can_refine_points` say which):
+    `can_refine_points`, `has_joint_contexts` say which):
       * `log_normalizer(c)`: exact log Z(c);
       * `sample(key, c, n)`: exact samples;
       * `modes(c)`, `mode_stds(c)`, `mode_weights(c)`: true mode locations with a length scale and
         the mass of each mode;
       * `refine_points(x, c, num_iterations)`: x moved by a local solver towards the nearest
-        exact solutions (IK: Levenberg-Marquardt on the end-effector error).
+        exact solutions (IK: Levenberg-Marquardt on the end-effector error);
+      * `contexts_from_joints(q)`: the context that a joint vector q reaches (IK: its forward
+        kinematics), so that uniform joints and their contexts are valid (context,
+        configuration) pairs.
 
     Subclasses implement `_log_prob_single(x, c)` for one point; `log_prob` validates shapes,
     broadcasts the leading axes and vectorises it (or calls an overridden `_log_prob_batched`).
@@ -43,6 +46,7 @@ class Target(abc.ABC):
     has_sampler: ClassVar[bool] = False
     has_modes: ClassVar[bool] = False
     can_refine_points: ClassVar[bool] = False
+    has_joint_contexts: ClassVar[bool] = False
 
     dim: int
     context_dim: int
@@ -127,6 +131,11 @@ class Target(abc.ABC):
         `can_refine_points`."""
         raise NotImplementedError(f"target {self.name!r} cannot refine points")
 
+    def contexts_from_joints(self, q: chex.Array) -> chex.Array:
+        """The context each joint vector reaches: (..., dof) -> (..., d_c); only where
+        `has_joint_contexts`."""
+        raise NotImplementedError(f"target {self.name!r} has no contexts_from_joints")
+
     def check_contexts(self, c: chex.Array) -> chex.Array:
         """Returns c as an array after checking that it has shape (B, d_c).
 
@@ -153,13 +162,7 @@ class RobotTarget(Target):
       * `goal_position_std`: the width of the end-effector position likelihood (m);
       * `skeleton_links`, `skeleton_edges`, `skeleton_points(x)` for drawing postures;
       * `workspace` and `check_reachable(c)` for validating goals.
-
-    `has_joint_contexts` says whether `contexts_from_joints(q)` exists: then the context that any
-    joint vector q reaches is known, so uniform joints and their contexts are valid
-    (context, configuration) pairs.
     """
-
-    has_joint_contexts: ClassVar[bool] = False
 
     context: str
 
@@ -184,11 +187,6 @@ class RobotTarget(Target):
     def orientation_error(self, x: chex.Array, c: chex.Array) -> chex.Array:
         """Geodesic angle to the goal rotation (rad), (...); only for pose contexts."""
         raise NotImplementedError(f"target {self.name!r} has {self.context} contexts")
-
-    def contexts_from_joints(self, q: chex.Array) -> chex.Array:
-        """The context each joint vector reaches: (..., dof) -> (..., d_c); only where
-        `has_joint_contexts`."""
-        raise NotImplementedError(f"target {self.name!r} has no contexts_from_joints")
 
     @property
     @abc.abstractmethod
