@@ -24,11 +24,11 @@ from collections.abc import Callable
 import chex
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 
-from avips_jax import components, gmm, networks, pytree, sir, slot_layout, train, trust_region
+from avips_jax import components, gmm, networks, pytree, sir, slot_layout, trust_region
+from avips_jax.settings import Settings
 from avips_jax.streams import Stream
 from avips_jax.targets import Target
 from avips_jax.train import TrainState
@@ -90,11 +90,11 @@ def reset_slot_moments(opt_state: optax.OptState, params: dict, slot: chex.Array
 
 
 def make_add_step(
-    config: ml_collections.ConfigDict, module: networks.ConditionalGMM, target: Target
+    settings: Settings, module: networks.ConditionalGMM, target: Target
 ) -> Callable[[TrainState, chex.Array, chex.PRNGKey], tuple[TrainState, Metrics]]:
     """Jitted `(state, contexts (B, d_c), key) -> (state, info)` adding one component if a slot
     is free (otherwise the state is returned unchanged and info["added"] is False)."""
-    s, cc, p = config.sir, config.components, config.projection
+    s, cc, p = settings.sir, settings.components, settings.projection
     if cc.refine_iterations and not target.can_refine_points:
         raise ValueError(
             f"components.refine_iterations = {cc.refine_iterations} needs a target that can "
@@ -134,7 +134,7 @@ def make_add_step(
             init_weight=cc.init_weight,
             fit_steps=cc.fit_steps,
             reinit_key=key_reinit,
-            grace_checks=-(-cc.grace_steps // cc.check_every),  # ceil: at least grace_steps
+            grace_checks=cc.grace_checks,
         )
         added = added & needed
         variables = pytree.select(added, variables, state.variables)
@@ -210,7 +210,7 @@ def merge_costs(
 
 
 def make_remove_step(
-    config: ml_collections.ConfigDict, module: networks.ConditionalGMM, target: Target
+    settings: Settings, module: networks.ConditionalGMM, target: Target
 ) -> Callable[[TrainState, chex.Array, chex.PRNGKey], tuple[TrainState, chex.Array]]:
     """Jitted `(state, contexts (B, d_c), key, merge: static bool) -> (state, removed (K,) bool)`:
     one removal check.
@@ -220,7 +220,7 @@ def make_remove_step(
     nearest component costs the least ELBO is switched off if that cost is below
     `merge_tolerance` nats (its weight goes to the partner through the partner's logit offset).
     """
-    cc = config.components
+    cc = settings.components
 
     def remove_step(state: TrainState, contexts: chex.Array, key: chex.PRNGKey, merge: bool):
         params = module.apply(state.variables, contexts)
@@ -258,7 +258,7 @@ Events = list[dict]
 
 
 def make_adapt(
-    config: ml_collections.ConfigDict, module: networks.ConditionalGMM, target: Target
+    settings: Settings, module: networks.ConditionalGMM, target: Target
 ) -> Callable[[int, TrainState, chex.Array, chex.PRNGKey], tuple[TrainState, Events]]:
     """`adapt(state, contexts, step_key, step) -> (state, new events)`, the loop's adaptation
     hook: after train step index `step` (0-based), a removal check every
@@ -266,10 +266,10 @@ def make_adapt(
     `merge_tolerance` > 0), then an adding attempt every `add_every` steps until `add_until` of
     the run or the gate-refit phase. Their keys are `step_key` folded with `Stream.REMOVE` and
     `Stream.ADD`. Events: {"step", "event": "removed" | "added", "slot"}."""
-    t, cc = config.train, config.components
-    add_fn = make_add_step(config, module, target) if cc.add else None
-    remove_fn = make_remove_step(config, module, target) if cc.remove else None
-    add_until = min(cc.add_until * t.num_steps, train.gate_refit_start(config))
+    t, cc = settings.schedule, settings.components
+    add_fn = make_add_step(settings, module, target) if cc.add else None
+    remove_fn = make_remove_step(settings, module, target) if cc.remove else None
+    add_until = min(cc.add_until * t.num_steps, t.gate_refit_start)
 
     def adapt(state, contexts, step_key, step):
         events = []

@@ -30,7 +30,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from avips_jax import methods, targets, train
-from avips_jax.config import default_config, validate_config
+from avips_jax.config import thesis_config
+from avips_jax.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -286,10 +287,10 @@ def _tuples(value):
 def load_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
     """Reads `<workdir>/config.json` (JSON lists come back as tuples).
 
-    Keys of `config.default_config()` (and, for a baseline, of its `default_baseline_config`)
+    Keys of `config.thesis_config()` (and, for a baseline, of its `default_baseline_config`)
     that the file lacks (options added to the code after the run was written) take their
-    default values: by convention a new option's default keeps the
-    behaviour the code had before it, so an older run loads, resumes and compares as it was.
+    values there: by convention a new option's thesis value keeps the behaviour the code had
+    before it, so an older run loads, resumes and compares as it was.
 
     Raises:
         CheckpointNotFoundError: if the file does not exist.
@@ -308,8 +309,8 @@ def load_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
 
 
 def _defaults_for(data: dict) -> dict:
-    """default_config(), with the `baseline` section of data's method where it is a baseline."""
-    defaults = config_to_dict(default_config())
+    """thesis_config(), with the `baseline` section of data's method where it is a baseline."""
+    defaults = config_to_dict(thesis_config())
     method = data.get("method")
     if isinstance(method, str):
         for name, section in methods.extra_sections(method).items():
@@ -374,9 +375,10 @@ def load_model(workdir: str | os.PathLike, step: int | None = None) -> TrainedRu
     if not workdir.is_dir():
         raise CheckpointNotFoundError(f"run directory {workdir} does not exist")
     config = load_config(workdir)
-    validate_config(config)
+    settings = Settings.from_config(config)
+    methods.check_method(settings)
     target = targets.from_config(config)
-    trainer = methods.make_trainer(config, target)
+    trainer = methods.make_trainer(settings, target)
     state = restore(workdir, abstract_state(trainer), step)
     model = trainer.model(state)
     return TrainedRun(

@@ -27,8 +27,9 @@ from jax.sharding import Mesh
 
 from avips_jax import loop, methods, networks, targets, train
 from avips_jax import model as model_lib
-from avips_jax.config import validate_config
 from avips_jax.loop import NonFiniteContextError, RunRecords, StepReport
+from avips_jax.settings import Settings, as_settings
+from avips_jax.trainer import Trainer
 
 __all__ = ["FitResult", "NonFiniteContextError", "RunRecords", "StepReport", "build", "fit"]
 
@@ -57,21 +58,23 @@ class FitResult:
     model: Any = None
 
 
-def build(config: ml_collections.ConfigDict, target: targets.Target | None = None):
+def build(config: ml_collections.ConfigDict | Settings, target: targets.Target | None = None):
     """Target, module, optimiser, initial state (from `config.seed`) and the jitted step of a
     conditional-GMM run (aVIPS or the vanilla GMM: `methods.make_gmm`)."""
-    validate_config(config)
+    settings = as_settings(config)
+    methods.check_method(settings)
     if target is None:
-        target = targets.from_config(config)
-    gmm = methods.make_gmm(config, target)
-    state = gmm.init(jax.random.PRNGKey(config.seed))
+        target = targets.from_config(settings)
+    gmm = methods.make_gmm(settings, target)
+    state = gmm.init(jax.random.PRNGKey(settings.seed))
     return target, gmm.module, gmm.optimizer, state, gmm.step_fn
 
 
 def fit(
-    config: ml_collections.ConfigDict,
+    config: ml_collections.ConfigDict | Settings,
     *,
     target: targets.Target | None = None,
+    trainer: Trainer | None = None,
     mesh: Mesh | None = None,
     progress: bool = True,
     callback: Callable[[int, dict], None] | None = None,
@@ -83,8 +86,11 @@ def fit(
     steps (or the steps left after `initial_state`).
 
     Args:
-        config: a config from `avips_jax.config.default_config()` (possibly overridden).
+        config: a config from `avips_jax.config.default_config()` (possibly overridden), or
+            its `settings.Settings` (built once here otherwise and handed down).
         target: the target; default `targets.from_config(config)`.
+        trainer: the method's trainer on `target` (`methods.make_trainer(config, target)`, the
+            default), where the caller built it already (`run.train_and_checkpoint`).
         mesh: optional device mesh; contexts are sharded along its first axis.
         progress: show a tqdm bar with rate and ETA.
         callback: called as callback(step, scalar_metrics) at every logged step.
@@ -100,11 +106,14 @@ def fit(
         NonFiniteContextError: if a sampled context is NaN or infinite.
         ValueError: if `initial_state` does not fit the config.
     """
-    validate_config(config)
+    settings = as_settings(config)
     if target is None:
-        target = targets.from_config(config)
-    trainer = methods.make_trainer(config, target)
-    key = jax.random.PRNGKey(config.seed)
+        if trainer is not None:
+            raise ValueError("fit: a trainer needs the target it was built for (target=...)")
+        target = targets.from_config(settings)
+    if trainer is None:
+        trainer = methods.make_trainer(settings, target)
+    key = jax.random.PRNGKey(settings.seed)
     if initial_state is None:
         state = trainer.init(key)
     else:
@@ -112,7 +121,7 @@ def fit(
         state = initial_state
     records = RunRecords() if records is None else records
     state = loop.run_loop(
-        config,
+        settings,
         target,
         state,
         trainer.step,

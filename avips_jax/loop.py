@@ -1,6 +1,6 @@
 """The host-side training loop: jitted steps with logging, diagnostics, hooks and progress.
 
-    state = run_loop(config, target, state, step_fn, log_scalars=log_scalars, records=records)
+    state = run_loop(settings, target, state, step_fn, log_scalars=log_scalars, records=records)
 
 `run_loop` serves aVIPS and the baselines alike (`avips_jax.fit` wires them up): it samples the
 contexts of every step, runs the jitted `step_fn`, checks its metrics, applies an optional
@@ -18,12 +18,12 @@ from typing import Any
 import chex
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import tqdm
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from avips_jax import gmm, networks, targets, train
+from avips_jax.settings import Schedule, Settings
 from avips_jax.streams import Stream
 
 logger = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ class StepReport:
 
     Attributes:
         step: train steps taken so far (= int(state.step)).
-        num_steps: config.train.num_steps.
+        num_steps: schedule.num_steps.
         state: the TrainState after the step (and after component adding / removal).
         scalars: the logged scalars if this step was a log step, else None.
         records: the run's records up to this step (the loop keeps appending to them).
@@ -115,14 +115,14 @@ def replicate(mesh: Mesh | None, tree: chex.ArrayTree) -> chex.ArrayTree:
 
 
 def make_diagnostics(
-    config: ml_collections.ConfigDict, module: networks.ConditionalGMM, target: targets.Target
+    schedule: Schedule, module: networks.ConditionalGMM, target: targets.Target
 ) -> Callable[[train.TrainState, chex.Array, chex.PRNGKey], dict[str, chex.Array]]:
     """Jitted `(state, contexts (B, d_c), key) -> scalars` of the current model, for logging.
 
-    Draws `config.train.log_samples` samples per context and returns the mean entropy estimate
+    Draws `schedule.log_samples` samples per context and returns the mean entropy estimate
     "entropy" (nats) and, for robot targets, the mean "position_error_mm" of the samples.
     """
-    n = config.train.log_samples
+    n = schedule.log_samples
     is_robot = isinstance(target, targets.RobotTarget)
 
     def diagnostics(state, contexts, key):
@@ -138,12 +138,13 @@ def make_diagnostics(
     return jax.jit(diagnostics)
 
 
-def make_model_diagnostics(config: ml_collections.ConfigDict, model_fn, target: targets.Target):
+def make_model_diagnostics(schedule: Schedule, model_fn, target: targets.Target):
     """Jitted `(state, contexts, key) -> scalars` for any model built by `model_fn(state)`:
     "position_error_mm" (robot targets) and "entropy" (models with a density; from
     `sample_and_log_prob` where the model samples at another temperature than its density).
+    `schedule.log_samples` samples per context.
     """
-    n = config.train.log_samples
+    n = schedule.log_samples
     is_robot = isinstance(target, targets.RobotTarget)
 
     def diagnostics(state, contexts, key):
@@ -166,14 +167,14 @@ def make_model_diagnostics(config: ml_collections.ConfigDict, model_fn, target: 
 
 
 def avips_log_scalars(
-    config: ml_collections.ConfigDict, module: networks.ConditionalGMM, target: targets.Target
+    schedule: Schedule, module: networks.ConditionalGMM, target: targets.Target
 ) -> LogScalars:
     """The aVIPS model's scalars of a log step: `make_diagnostics`, the trust-region bounds
     ("eps_mean_mean", ..., "eps_cov_max" over the active slots), "num_active" and, while the
     target is annealed, "target_beta" (`train.target_beta` at the logged state's step).
     The step's own "elbo" is against the tempered target while it is annealed."""
-    diagnostics = make_diagnostics(config, module, target)
-    anneal = (train.anneal_steps(config), config.train.anneal_start)
+    diagnostics = make_diagnostics(schedule, module, target)
+    anneal = (schedule.anneal_steps, schedule.anneal_start)
 
     def log_scalars(state, contexts, key):
         out = _scalars(diagnostics(state, contexts, key)) | _trust_region_scalars(state)
@@ -185,11 +186,9 @@ def avips_log_scalars(
     return log_scalars
 
 
-def model_log_scalars(
-    config: ml_collections.ConfigDict, model_fn, target: targets.Target
-) -> LogScalars:
+def model_log_scalars(schedule: Schedule, model_fn, target: targets.Target) -> LogScalars:
     """A baseline model's scalars of a log step: `make_model_diagnostics`."""
-    diagnostics = make_model_diagnostics(config, model_fn, target)
+    diagnostics = make_model_diagnostics(schedule, model_fn, target)
     return lambda state, contexts, key: _scalars(diagnostics(state, contexts, key))
 
 
@@ -244,7 +243,7 @@ class _Clock:
 
 
 def run_loop(
-    config: ml_collections.ConfigDict,
+    settings: Settings,
     target: targets.Target,
     state: Any,
     step_fn: Callable[[Any, chex.Array], tuple[Any, dict]],
@@ -257,14 +256,15 @@ def run_loop(
     callback: Callable[[int, dict], None] | None = None,
     on_step: Callable[[StepReport], None] | None = None,
 ) -> Any:
-    """Runs `step_fn` from step int(state.step) to config.train.num_steps; returns the state.
+    """Runs `step_fn` from step int(state.step) to schedule.num_steps; returns the state.
 
     Contexts of step t come from fold_in(fold_in(PRNGKey(seed), Stream.CONTEXTS), t)
     (`avips_jax.streams`), so resuming at step t
     continues the uninterrupted run exactly.
 
     Args:
-        config: the run's config (train.batch_contexts, num_steps, log_every; seed; method).
+        settings: the run's settings (schedule: batch_contexts, num_steps, log_every; seed;
+            method, the bar's label).
         target: samples the contexts; its name appears in errors.
         state: the state to continue from (any pytree with a scalar `step`).
         step_fn: jitted `(state, contexts) -> (state, metrics)`; metrics may hold
@@ -282,9 +282,9 @@ def run_loop(
         NonFiniteContextError: if a sampled context is NaN or infinite (checked, with the other
             per-step flags, at the next log step: the steps in between were skipped updates).
     """
-    t = config.train
+    t = settings.schedule
     sample_contexts = jax.jit(lambda key: target.sample_contexts(key, t.batch_contexts))
-    loop_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), Stream.CONTEXTS)
+    loop_key = jax.random.fold_in(jax.random.PRNGKey(settings.seed), Stream.CONTEXTS)
     state = replicate(mesh, state)
     clock = _Clock(int(state.step), records.wall_time_s)
     bar = tqdm.tqdm(
@@ -292,7 +292,7 @@ def run_loop(
         total=t.num_steps,
         initial=clock.first_step,
         disable=not progress,
-        desc=config.method,
+        desc=settings.method,
         dynamic_ncols=True,
     )
     unchecked = []  # (step, device flags) since the last check: read on log steps only

@@ -59,8 +59,8 @@ def project_mixture(
     active: chex.Array,
     eps_mean: chex.Array,
     eps_cov: chex.Array | None,
-    eps_weights: float | None = None,
-    covariance_gradient: str = "implicit",
+    eps_weights: float | None,
+    covariance_gradient: str,
 ) -> gmm.GMMParams:
     """Projects every (context, slot) Gaussian of `pred` into the KL trust region around `old`.
 
@@ -114,7 +114,7 @@ def regression_loss(
     pred: gmm.GMMParams,
     active: chex.Array,
     project_weights: bool,
-    direction: str = "forward",
+    direction: str,
 ) -> chex.Array:
     """mean over contexts and active slots of the KL between sg(proj) and pred (+ weights' KL).
 
@@ -210,10 +210,10 @@ def vips_loss(
     log_p: chex.Array,
     *,
     alpha: float,
-    project_weights: bool = False,
-    pooled_rewards: bool = False,
-    regression_direction: str = "forward",
-    uniform_component_share: float = 0.0,
+    project_weights: bool,
+    pooled_rewards: bool,
+    regression_direction: str,
+    uniform_component_share: float,
     own_log_prob: chex.Array | None = None,
 ) -> tuple[chex.Array, LossAux]:
     """The aVIPS loss for one batch.

@@ -20,7 +20,7 @@ import ml_collections
 import tensorboardX
 
 from avips_jax import checkpoint, fit, methods, refine, run_report, targets
-from avips_jax.config import validate_config
+from avips_jax.settings import Settings
 
 HISTORY_FILE = "history.jsonl"
 TENSORBOARD_DIR = "tensorboard"
@@ -105,23 +105,24 @@ def train_and_checkpoint(
         (bad target settings): before anything is written.
     """
     workdir = pathlib.Path(workdir)
-    validate_config(config)
+    settings = Settings.from_config(config)
+    methods.check_method(settings)
     target = targets.from_config(config)
-    trainer = methods.make_trainer(config, target)  # its refusals come before any write
+    trainer = methods.make_trainer(settings, target)  # its refusals come before any write
     step = check_workdir(workdir, config)
+    t = settings.schedule
     state, records = None, fit.RunRecords()
     if step is not None:
         state = checkpoint.restore(workdir, checkpoint.abstract_state(trainer))
         records = fit.RunRecords.from_json(checkpoint.restore_records(workdir, step))
-        if step >= config.train.num_steps:
-            print(f"{workdir}: the run is complete ({step} of {config.train.num_steps} steps).")
+        if step >= t.num_steps:
+            print(f"{workdir}: the run is complete ({step} of {t.num_steps} steps).")
             return None
-        print(f"{workdir}: resuming from step {step} of {config.train.num_steps}.")
+        print(f"{workdir}: resuming from step {step} of {t.num_steps}.")
     workdir.mkdir(parents=True, exist_ok=True)
     if not (workdir / checkpoint.CONFIG_FILE).exists():
         checkpoint.save_config(workdir, config)
     writer, log = _make_logger(workdir, config, records, step)
-    t = config.train
 
     def hook(report: fit.StepReport) -> None:
         if report.scalars is not None:
@@ -135,8 +136,9 @@ def train_and_checkpoint(
 
     try:
         return fit.fit(
-            config,
+            settings,
             target=target,
+            trainer=trainer,
             progress=progress,
             initial_state=state,
             records=records,

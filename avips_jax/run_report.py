@@ -10,6 +10,7 @@ they were measured on (robot, σ_pos, hardware, versions). Robot targets only (I
 `experiments/evaluate.py` is its command line; `run.train_and_evaluate` calls it after training.
 """
 
+import dataclasses
 import json
 import logging
 import os
@@ -20,6 +21,7 @@ import numpy as np
 
 from avips_jax import checkpoint, ik_evaluation, ik_metrics, plots
 from avips_jax.model import AmortizedGMM
+from avips_jax.settings import Settings
 from avips_jax.targets import RobotTarget
 
 METRICS_FILE = "metrics.json"
@@ -27,25 +29,19 @@ PLOTS_DIR = "plots"
 
 
 def eval_settings(config, num_targets=None, samples_per_target=None, seed=None) -> dict:
-    """The run config's `eval` section with the given overrides; ValueError if not >= 1.
+    """The run config's `eval` section (`settings.Evaluation`) with the given overrides, as a
+    dict; ValueError naming a value out of its range.
 
     Keys: num_targets, samples_per_target, seed, coverage_targets, coverage_reference.
     """
-    settings = {
-        "num_targets": config.eval.num_targets if num_targets is None else num_targets,
-        "samples_per_target": (
-            config.eval.samples_per_target if samples_per_target is None else samples_per_target
-        ),
-        "seed": config.eval.seed if seed is None else seed,
-        "coverage_targets": config.eval.coverage_targets,
-        "coverage_reference": config.eval.coverage_reference,
-    }
-    for name in ("num_targets", "samples_per_target"):
-        if settings[name] < 1:
-            raise ValueError(f"{name} must be >= 1, got {settings[name]}")
-    if settings["samples_per_target"] < 2:
+    overrides = {"num_targets": num_targets, "samples_per_target": samples_per_target, "seed": seed}
+    evaluation = dataclasses.replace(
+        Settings.from_config(config).evaluation,
+        **{name: value for name, value in overrides.items() if value is not None},
+    )
+    if evaluation.samples_per_target < 2:
         raise ValueError("samples_per_target must be >= 2 (pairwise diversity metrics)")
-    return settings
+    return dataclasses.asdict(evaluation)
 
 
 def make_test_contexts(target, num_targets: int, seed: int) -> jax.Array:

@@ -16,7 +16,7 @@ trust regions unchanged) and counted in `num_skipped`; a non-finite context is r
 metrics so that the loop can stop with a clear error.
 
 Everything that changes during training lives in `TrainState` (a flax.struct pytree); the module,
-the target, the optimiser and the config are static and closed over.
+the target, the optimiser and the settings (`avips_jax.settings`) are static and closed over.
 """
 
 from collections.abc import Callable
@@ -26,11 +26,11 @@ import chex
 import flax
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 
 from avips_jax import components, gmm, networks, objectives, pytree, slot_layout, trust_region
 from avips_jax.baselines import valid_pairs
+from avips_jax.settings import Network, Schedule, Settings
 from avips_jax.targets import Target
 
 Metrics = dict[str, chex.Array]
@@ -71,9 +71,8 @@ class TrainState:
         return self.components.active
 
 
-def make_model(config: ml_collections.ConfigDict, target: Target) -> networks.ConditionalGMM:
+def make_model(m: Network, target: Target) -> networks.ConditionalGMM:
     """The conditional-GMM network for `target`, scaled to the target's box."""
-    m = config.model
     return networks.make_gmm_network(
         m.num_components,
         target.dim,
@@ -90,12 +89,11 @@ def make_model(config: ml_collections.ConfigDict, target: Target) -> networks.Co
     )
 
 
-def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+def make_optimizer(t: Schedule) -> optax.GradientTransformation:
     """Adam with separate learning rates for the gate and the components (optionally cosine-decayed
     to `final_lr_fraction` of their initial value), after global-norm clipping. In the gate-refit
     phase (the last `gate_refit_fraction` of the steps) the components' rate is 0 and the gate's
     decay starts again from gate_lr."""
-    t = config.train
 
     def labels(params):
         return {
@@ -106,11 +104,9 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
     def decay(lr, steps):
         if t.lr_decay == "cosine":
             return optax.cosine_decay_schedule(lr, steps, alpha=t.final_lr_fraction)
-        if t.lr_decay == "none":
-            return lr  # a float, not a schedule: the optimiser state of older runs stays valid
-        raise ValueError(f"train.lr_decay must be 'cosine' or 'none', got {t.lr_decay!r}.")
+        return lr  # "none": a float, not a schedule (the optimiser state of older runs stays valid)
 
-    refit_start = gate_refit_start(config)
+    refit_start = t.gate_refit_start
     gate, rest = decay(t.gate_lr, refit_start), decay(t.component_lr, refit_start)
     if refit_start < t.num_steps:
         refit = decay(t.gate_lr, t.num_steps - refit_start)
@@ -127,14 +123,8 @@ def _as_schedule(lr) -> optax.Schedule:
     return lr if callable(lr) else optax.constant_schedule(lr)
 
 
-def gate_refit_start(config: ml_collections.ConfigDict) -> int:
-    """The first step of the gate-refit phase (`num_steps` when there is none)."""
-    t = config.train
-    return t.num_steps - int(round(t.gate_refit_fraction * t.num_steps))
-
-
 def create_train_state(
-    config: ml_collections.ConfigDict,
+    settings: Settings,
     module: networks.ConditionalGMM,
     target: Target,
     optimizer: optax.GradientTransformation,
@@ -143,7 +133,7 @@ def create_train_state(
     """Initial state: network, optimiser, trust regions, and the first slots active."""
     init_key, key = jax.random.split(key)
     variables = networks.init_gmm_network(init_key, module, target.context_dim)
-    m, p = config.model, config.projection
+    m, p = settings.network, settings.projection
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=variables["params"],
@@ -157,12 +147,6 @@ def create_train_state(
     )
 
 
-def anneal_steps(config: ml_collections.ConfigDict) -> int:
-    """The number of steps over which the target is annealed (0: none)."""
-    t = config.train
-    return int(round(t.anneal_fraction * t.num_steps))
-
-
 def target_beta(step: chex.Array, anneal_steps: int, anneal_start: float) -> chex.Array:
     """The target's tempering exponent at `step`: anneal_start ** (1 - step / anneal_steps)
     (log-linear from anneal_start at step 0 to 1 at anneal_steps), 1 from then on and when
@@ -173,9 +157,7 @@ def target_beta(step: chex.Array, anneal_steps: int, anneal_start: float) -> che
     return jnp.asarray(anneal_start, jnp.float32) ** (1.0 - progress)
 
 
-def make_loss_fn(
-    config: ml_collections.ConfigDict, module: networks.ConditionalGMM, target: Target
-) -> Callable:
+def make_loss_fn(settings: Settings, module: networks.ConditionalGMM, target: Target) -> Callable:
     """aVIPS's loss(params, slots, old, active, trust_region, contexts, key, beta=1) -> (loss,
     (LossAux, paired)).
 
@@ -183,9 +165,9 @@ def make_loss_fn(
     `paired` is None, or (J_new, J_old) (K,) each: the per-slot objective of the projected model
     and of the old model on the same contexts and noise (`trust_region.paired`).
     """
-    p, t = config.projection, config.train
-    eps_weights = p.eps_weights if p.enabled and p.eps_weights > 0 else None
-    paired_tr = p.enabled and config.trust_region.adaptive and config.trust_region.paired
+    p, t = settings.projection, settings.schedule
+    eps_weights = p.eps_weights if p.projects_weights else None
+    paired_tr = p.enabled and settings.trust_region.adaptive and settings.trust_region.paired
 
     def loss_fn(params, slots, old, active, tr, contexts, key, beta=1.0):
         pred = module.apply({"params": params, networks.SLOTS: slots}, contexts)
@@ -206,7 +188,7 @@ def make_loss_fn(
             log_p,
             alpha=p.alpha if p.enabled else 0.0,
             project_weights=eps_weights is not None,
-            pooled_rewards=config.sir.enabled,
+            pooled_rewards=settings.sir.enabled,
             regression_direction=p.regression_direction,
             uniform_component_share=t.uniform_component_share,
             own_log_prob=own,
@@ -227,7 +209,7 @@ def make_loss_fn(
 
 
 def make_train_step(
-    config: ml_collections.ConfigDict,
+    settings: Settings,
     module: networks.ConditionalGMM,
     target: Target,
     optimizer: optax.GradientTransformation,
@@ -243,11 +225,11 @@ def make_train_step(
     Contexts may be sharded over devices along B (data parallelism with `jax.sharding`); the
     parameters are replicated and XLA inserts the reductions.
     """
-    vips_step = make_vips_step(config, module, target, optimizer, loss_fn)
-    warm_steps = config.train.warm_start_steps
+    vips_step = make_vips_step(settings, module, target, optimizer, loss_fn)
+    warm_steps = settings.schedule.warm_start_steps
     if warm_steps <= 0:
         return vips_step
-    warm_step = make_warm_start_step(config, module, target, optimizer)
+    warm_step = make_warm_start_step(settings.schedule, module, target, optimizer)
 
     def train_step(state: TrainState, contexts: chex.Array) -> tuple[TrainState, Metrics]:
         return (warm_step if int(state.step) < warm_steps else vips_step)(state, contexts)
@@ -291,7 +273,7 @@ def make_pair_nll(
 
 
 def make_warm_start_step(
-    config: ml_collections.ConfigDict,
+    schedule: Schedule,
     module: networks.ConditionalGMM,
     target: Target,
     optimizer: optax.GradientTransformation,
@@ -310,7 +292,7 @@ def make_warm_start_step(
     Raises:
         ValueError: if the target has no `contexts_from_joints` (an IK target is needed).
     """
-    nll = make_pair_nll(module, target, config.train.warm_start_pairs, "train.warm_start_steps")
+    nll = make_pair_nll(module, target, schedule.warm_start_pairs, "train.warm_start_steps")
 
     def warm_step(state: TrainState, contexts: chex.Array) -> tuple[TrainState, Metrics]:
         key, pair_key = jax.random.split(state.key)
@@ -348,7 +330,7 @@ def make_warm_start_step(
 
 
 def make_vips_step(
-    config: ml_collections.ConfigDict,
+    settings: Settings,
     module: networks.ConditionalGMM,
     target: Target,
     optimizer: optax.GradientTransformation,
@@ -367,16 +349,17 @@ def make_vips_step(
     Contexts may be sharded over devices along B (data parallelism with `jax.sharding`); the
     parameters are replicated and XLA inserts the reductions.
     """
-    vips_loss_fn = make_loss_fn(config, module, target) if loss_fn is None else loss_fn
-    forward_kl_weight = config.train.forward_kl_weight
+    t = settings.schedule
+    vips_loss_fn = make_loss_fn(settings, module, target) if loss_fn is None else loss_fn
+    forward_kl_weight = t.forward_kl_weight
     pair_nll = None
     if forward_kl_weight > 0:
         pair_nll = make_pair_nll(
             module,
             target,
-            config.train.forward_kl_pairs,
+            t.forward_kl_pairs,
             "train.forward_kl_weight",
-            through_gate=config.train.forward_kl_gate,
+            through_gate=t.forward_kl_gate,
         )
 
     def loss_fn(params, slots, old, active, tr, contexts, key, beta):
@@ -389,11 +372,11 @@ def make_vips_step(
         nll, _ = pair_nll(params, slots, active, pair_key)
         return loss + forward_kl_weight * nll, (aux, paired, nll)
 
-    tr_cfg = config.trust_region
-    adaptive = config.trust_region.adaptive and config.projection.enabled
-    hold_old = config.projection.hold_old_steps
-    grace = config.components.add and config.components.grace_steps > 0
-    anneal = (anneal_steps(config), config.train.anneal_start)
+    tr_cfg = settings.trust_region
+    adaptive = tr_cfg.adaptive and settings.projection.enabled
+    hold_old = settings.projection.hold_old_steps
+    grace = settings.components.add and settings.components.grace_steps > 0
+    anneal = (t.anneal_steps, t.anneal_start)
 
     def train_step(state: TrainState, contexts: chex.Array) -> tuple[TrainState, Metrics]:
         key, sample_key = jax.random.split(state.key)

@@ -8,23 +8,22 @@ decomposition. `methods.METHODS["vanilla_gmm"]` trains it; `experiments/configs/
 
 from collections.abc import Callable
 
-import ml_collections
-
 from avips_jax import gmm, networks, objectives
+from avips_jax.settings import Settings
 from avips_jax.targets import Target
 
 
-def check_config(config: ml_collections.ConfigDict) -> None:
-    """ValueError listing the aVIPS techniques still switched on in `config`."""
+def check_settings(settings: Settings) -> None:
+    """ValueError listing the aVIPS techniques still switched on in `settings`."""
     on = [
         name
         for name, value in (
-            ("projection.enabled", config.projection.enabled),
-            ("sir.enabled", config.sir.enabled),
-            ("components.add", config.components.add),
-            ("components.remove", config.components.remove),
-            ("train.uniform_component_share", config.train.uniform_component_share),
-            ("train.gate_refit_fraction", config.train.gate_refit_fraction),
+            ("projection.enabled", settings.projection.enabled),
+            ("sir.enabled", settings.sir.enabled),
+            ("components.add", settings.components.add),
+            ("components.remove", settings.components.remove),
+            ("train.uniform_component_share", settings.schedule.uniform_component_share),
+            ("train.gate_refit_fraction", settings.schedule.gate_refit_fraction),
         )
         if value
     ]
@@ -35,15 +34,13 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         )
 
 
-def make_loss_fn(
-    config: ml_collections.ConfigDict, module: networks.ConditionalGMM, target: Target
-) -> Callable:
+def make_loss_fn(settings: Settings, module: networks.ConditionalGMM, target: Target) -> Callable:
     """loss(params, slots, old, active, trust_region, contexts, key, beta=1) -> (loss, (LossAux,
     None)), the signature of `train.make_loss_fn` (old and trust_region are not used).
 
     `beta` () tempers the target: the loss sees beta * log p(x | c).
     """
-    samples = config.train.samples_per_component
+    samples = settings.schedule.samples_per_component
 
     def loss_fn(params, slots, old, active, tr, contexts, key, beta=1.0):
         pred = module.apply({"params": params, networks.SLOTS: slots}, contexts)

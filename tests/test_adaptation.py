@@ -8,6 +8,7 @@ import optax
 import pytest
 
 from avips_jax import adaptation, fit, gmm, networks, slot_layout
+from avips_jax.settings import Settings
 from experiments.configs import panda as panda_configs
 from tests.test_train import _small_config
 
@@ -67,7 +68,7 @@ def test_add_step_resets_the_new_slots_moments_only_when_asked():
         target, module, _, state, _ = fit.build(config)
         _, opt_state = _moments_after_one_step(config)
         state = state.replace(opt_state=opt_state)
-        add = adaptation.make_add_step(config, module, target)
+        add = adaptation.make_add_step(Settings.from_config(config), module, target)
         contexts = jnp.linspace(-0.5, 0.5, config.train.batch_contexts)[:, None]
         new, info = add(state, contexts, jax.random.PRNGKey(0))
         assert bool(info["added"]) and int(info["slot"]) == 2
@@ -94,7 +95,7 @@ def test_a_newborn_keeps_its_gate_column_during_its_grace_period():
     )
     target, module, _, state, step_fn = fit.build(config)
     contexts = jnp.linspace(-0.5, 0.5, config.train.batch_contexts)[:, None]
-    state, info = adaptation.make_add_step(config, module, target)(
+    state, info = adaptation.make_add_step(Settings.from_config(config), module, target)(
         state, contexts, jax.random.PRNGKey(0)
     )
     assert bool(info["added"]) and int(info["slot"]) == 2
@@ -122,7 +123,7 @@ def _newborn_position_errors_mm(refine_iterations: int) -> np.ndarray:
     config.components.refine_iterations = refine_iterations
     target, module, _, state, _ = fit.build(config)
     contexts = target.sample_contexts(jax.random.PRNGKey(5), 4)
-    new, info = adaptation.make_add_step(config, module, target)(
+    new, info = adaptation.make_add_step(Settings.from_config(config), module, target)(
         state, contexts, jax.random.PRNGKey(0)
     )
     assert bool(info["added"]) and int(info["slot"]) == 2
@@ -143,7 +144,7 @@ def test_refining_candidates_needs_a_target_that_can_refine():
     config = _small_config(**{"components.refine_iterations": 5})
     target, module, _, _, _ = fit.build(config)
     with pytest.raises(ValueError, match="refine_iterations"):
-        adaptation.make_add_step(config, module, target)
+        adaptation.make_add_step(Settings.from_config(config), module, target)
 
 
 def _three_component_mixture():
@@ -207,7 +208,7 @@ def test_remove_step_merges_the_cheapest_slot_into_its_partner():
     )
     target, module, _, state, _ = fit.build(c)
     contexts = target.sample_contexts(jax.random.PRNGKey(3), c.train.batch_contexts)
-    remove = adaptation.make_remove_step(c, module, target)
+    remove = adaptation.make_remove_step(Settings.from_config(c), module, target)
     before = jax.device_get(state)
     w_before = np.asarray(
         jnp.exp(gmm.log_weights(module.apply(state.variables, contexts), state.active))

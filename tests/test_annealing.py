@@ -10,6 +10,7 @@ import pytest
 
 from avips_jax import config as config_lib
 from avips_jax import fit, train
+from avips_jax.settings import Settings
 from experiments.configs import common
 from tests.test_train import _small_config
 
@@ -48,8 +49,10 @@ def test_the_loss_at_beta_is_the_loss_of_the_tempered_target(method):
     args = (state.params, state.slots, old, state.active, state.trust_region, contexts)
     key = jax.random.PRNGKey(1)
 
-    loss = jax.jit(train.make_loss_fn(c, module, target))  # beta is traced: one compilation
-    scaled_loss = jax.jit(train.make_loss_fn(c, module, _Scaled(target, 0.3)))
+    loss = jax.jit(
+        train.make_loss_fn(Settings.from_config(c), module, target)
+    )  # beta is traced: one compilation
+    scaled_loss = jax.jit(train.make_loss_fn(Settings.from_config(c), module, _Scaled(target, 0.3)))
     tempered = loss(*args, key, 0.3)[0]
     np.testing.assert_allclose(tempered, scaled_loss(*args, key, 1.0)[0], rtol=1e-5)
     assert abs(float(tempered) - float(loss(*args, key, 1.0)[0])) > 1e-3  # beta changes it
@@ -59,7 +62,7 @@ def test_an_annealed_run_logs_beta_and_ends_on_the_real_target():
     c = _small_config(
         **{"train.num_steps": 6, "train.anneal_fraction": 0.7, "train.anneal_start": 0.1}
     )
-    assert train.anneal_steps(c) == 4
+    assert Settings.from_config(c).schedule.anneal_steps == 4
     result = fit.fit(c, progress=False)
     betas = [row["target_beta"] for row in result.history]
     assert betas[0] == pytest.approx(0.1 ** (1 - 1 / 4), rel=1e-5)  # logged after step 1

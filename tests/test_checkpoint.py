@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from avips_jax import baselines, checkpoint, fit, gmm, model
-from avips_jax.config import default_config
+from avips_jax.config import default_config, thesis_config
 from experiments.configs import toy as toy_configs
 
 pytestmark = pytest.mark.usefixtures("fast_compiles")
@@ -144,8 +144,9 @@ def test_config_round_trip_and_differences(tmp_path, config):
 
 
 def test_config_of_an_older_run_gets_the_newer_options_defaults(tmp_path, config):
-    # A run written before an option existed: the option takes its default (which by
-    # convention is the old behaviour), so the run loads and compares equal to its config.
+    # A run written before an option existed: the option takes its thesis value (which by
+    # convention is the old behaviour; default_config may differ), so the run loads and compares
+    # equal to its config.
     config = config.copy_and_resolve_references()
     data = checkpoint.config_to_dict(config)
     del data["train"]["grad_clip"]
@@ -153,7 +154,8 @@ def test_config_of_an_older_run_gets_the_newer_options_defaults(tmp_path, config
     data["target"]["kwargs"] = {"only": 1}
     (tmp_path / "config.json").write_text(json.dumps(data))
     loaded = checkpoint.load_config(tmp_path)
-    defaults = default_config()
+    defaults = thesis_config()
+    assert loaded.components.init_weight != default_config().components.init_weight
     assert loaded.train.grad_clip == defaults.train.grad_clip
     assert loaded.components.to_dict() == defaults.components.to_dict()
     assert loaded.target.kwargs.to_dict() == {"only": 1}

@@ -5,12 +5,13 @@ import logging
 import flax
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from avips_jax import loop
+from avips_jax.config import default_config
+from avips_jax.settings import Settings
 
 
 @flax.struct.dataclass
@@ -41,13 +42,13 @@ def _step(state, contexts):
 
 
 def _config(num_steps, log_every=2):
-    return ml_collections.ConfigDict(
-        {
-            "seed": 3,
-            "method": "toy",
-            "train": {"batch_contexts": 4, "num_steps": num_steps, "log_every": log_every},
-        }
-    )
+    config = default_config()
+    config.seed = 3
+    config.method = "toy"  # only the progress bar's label: run_loop does not look it up
+    config.train.batch_contexts = 4
+    config.train.num_steps = num_steps
+    config.train.log_every = log_every
+    return Settings.from_config(config)
 
 
 def _fresh():

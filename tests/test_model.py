@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from avips_jax import config, gmm, model, sampling_model, train
+from avips_jax.settings import Settings
 from avips_jax.targets import make_target
 
 
@@ -15,9 +16,10 @@ def tiny():
     c.model.component_hidden = (8,)
     c.model.gate_hidden = (8,)
     target = make_target("moving_gmm")
-    module = train.make_model(c, target)
-    opt = train.make_optimizer(c)
-    state = train.create_train_state(c, module, target, opt, jax.random.PRNGKey(0))
+    settings = Settings.from_config(c)
+    module = train.make_model(settings.network, target)
+    opt = train.make_optimizer(settings.schedule)
+    state = train.create_train_state(settings, module, target, opt, jax.random.PRNGKey(0))
     return model.AmortizedGMM.from_train_state(state, module, target.context_dim), target
 
 

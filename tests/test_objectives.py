@@ -10,6 +10,14 @@ import pytest
 from avips_jax import gmm, objectives, projection
 
 B, K, D, S = 3, 4, 2, 6
+# The thesis loss: no projection regression, own rewards, no uniform share in the weights.
+_THESIS = dict(
+    alpha=0.0,
+    project_weights=False,
+    pooled_rewards=False,
+    regression_direction="forward",
+    uniform_component_share=0.0,
+)
 
 
 def _random_params(key, b=B, k=K, d=D, scale=2.0):
@@ -33,7 +41,7 @@ def _target_log_prob(x):
 def _loss(params, active, key, pooled=False):
     x = gmm.sample_components(params, key, S)
     return objectives.vips_loss(
-        params, params, active, x, _target_log_prob(x), alpha=0.0, pooled_rewards=pooled
+        params, params, active, x, _target_log_prob(x), **{**_THESIS, "pooled_rewards": pooled}
     )
 
 
@@ -95,9 +103,9 @@ def test_pooled_and_own_rewards_agree_with_many_samples():
     params = _random_params(jax.random.PRNGKey(6), scale=1.0)
     x = gmm.sample_components(params, jax.random.PRNGKey(7), 4000)
     log_p = _target_log_prob(x)
-    _, own = objectives.vips_loss(params, params, active, x, log_p, alpha=0.0)
+    _, own = objectives.vips_loss(params, params, active, x, log_p, **_THESIS)
     _, pooled = objectives.vips_loss(
-        params, params, active, x, log_p, alpha=0.0, pooled_rewards=True
+        params, params, active, x, log_p, **{**_THESIS, "pooled_rewards": True}
     )
     np.testing.assert_allclose(pooled.rewards, own.rewards, atol=0.1)
     assert np.all(pooled.ess > 100) and np.all(pooled.ess <= 4000 * K + 1e-3)
@@ -108,10 +116,10 @@ def test_regression_term_is_kl_from_projection_to_prediction():
     pred = _random_params(jax.random.PRNGKey(8))
     old = _random_params(jax.random.PRNGKey(9))
     eps = jnp.full((K,), 0.05)
-    proj = objectives.project_mixture(pred, old, active, eps, eps * 0.1)
+    proj = objectives.project_mixture(pred, old, active, eps, eps * 0.1, None, "implicit")
     kl = projection.gaussian_kl(proj.means, proj.chols, pred.means, pred.chols)
     expected = jnp.mean(jnp.sum(jnp.where(active, kl, 0), -1) / 3)
-    got = objectives.regression_loss(proj, pred, active, project_weights=False)
+    got = objectives.regression_loss(proj, pred, active, False, direction="forward")
     np.testing.assert_allclose(got, expected, rtol=1e-5)
     # The TRL direction KL(pred || proj) is a different number, and a typo is refused.
     kl_rev = projection.gaussian_kl(pred.means, pred.chols, proj.means, proj.chols)
@@ -166,11 +174,11 @@ def test_means_only_projection_keeps_the_network_covariances():
     pred = _random_params(jax.random.PRNGKey(31))
     old = _random_params(jax.random.PRNGKey(32))
     eps = jnp.full((K,), 0.05)
-    proj = objectives.project_mixture(pred, old, active, eps, None)
+    proj = objectives.project_mixture(pred, old, active, eps, None, None, "implicit")
     np.testing.assert_array_equal(proj.chols, pred.chols)
     parts = projection.mean_kl_part(proj.means, old.means, old.chols)
     assert np.all(np.asarray(parts) <= 0.05 * (1 + 1e-4))
-    full = objectives.project_mixture(pred, old, active, eps, eps)
+    full = objectives.project_mixture(pred, old, active, eps, eps, None, "implicit")
     np.testing.assert_allclose(proj.means, full.means, rtol=1e-5, atol=1e-6)
 
 
@@ -231,7 +239,7 @@ def test_uniform_component_share_rescales_only_the_component_gradients(share):
     def ours(p, u):
         x = gmm.sample_components(p, key, S)
         return objectives.vips_loss(
-            p, p, active, x, _target_log_prob(x), alpha=0.0, uniform_component_share=u
+            p, p, active, x, _target_log_prob(x), **{**_THESIS, "uniform_component_share": u}
         )[0]
 
     got = jax.grad(ours)(params, share)
@@ -260,7 +268,7 @@ def test_stopped_covariance_gradient_is_zero_where_the_bound_is_active_else_iden
     @functools.partial(jax.jit, static_argnums=1)
     def projected(chols, mode):
         return objectives.project_mixture(
-            pred.replace(chols=chols), old, active, eps_mean, eps_cov, covariance_gradient=mode
+            pred.replace(chols=chols), old, active, eps_mean, eps_cov, None, mode
         ).chols
 
     np.testing.assert_array_equal(projected(chols, "stop"), projected(chols, "implicit"))
@@ -271,4 +279,4 @@ def test_stopped_covariance_gradient_is_zero_where_the_bound_is_active_else_iden
     np.testing.assert_allclose(stop[:, :2], jnp.tril(weights[:, :2]), rtol=1e-5, atol=1e-6)
     assert float(jnp.max(jnp.abs(implicit[:, 2:]))) > 1e-3  # the exact gradient is not zero
     with pytest.raises(ValueError, match="covariance_gradient"):
-        objectives.project_mixture(pred, old, active, eps_mean, eps_cov, covariance_gradient="x")
+        objectives.project_mixture(pred, old, active, eps_mean, eps_cov, None, "x")

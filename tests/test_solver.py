@@ -16,6 +16,7 @@ from avips_jax import checkpoint, fit, networks, rotations, solve, train
 from avips_jax import model as model_lib
 from avips_jax.config import default_config
 from avips_jax.refine import refine
+from avips_jax.settings import Settings
 from avips_jax.solver import IKSolver
 from avips_jax.targets import WorkspaceError, make_target
 
@@ -52,7 +53,7 @@ def run_dir(tmp_path_factory):
 def pose_solver():
     config = _config("pose")
     target = make_target("ik", **config.target.kwargs.to_dict())
-    module = train.make_model(config, target)
+    module = train.make_model(Settings.from_config(config).network, target)
     variables = networks.init_gmm_network(jax.random.key(0), module, target.context_dim)
     model = model_lib.AmortizedGMM(module, variables, jnp.ones(2, bool), target.context_dim)
     return IKSolver(target, model)

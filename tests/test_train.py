@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from avips_jax import evaluation, fit, gmm, train
+from avips_jax.settings import Settings
 from avips_jax.targets import toy
 from experiments.configs import toy as toy_configs
 
@@ -190,7 +191,7 @@ def test_a_slot_without_weight_learns_only_with_a_uniform_component_share():
 
     def slot_grad_norms(share):
         c.train.uniform_component_share = share
-        loss_fn = train.make_loss_fn(c, module, target)
+        loss_fn = train.make_loss_fn(Settings.from_config(c), module, target)
         grads = jax.grad(
             lambda p: loss_fn(
                 p, slots, None, state.active, state.trust_region, contexts, jax.random.PRNGKey(1)
@@ -207,9 +208,9 @@ def test_a_slot_without_weight_learns_only_with_a_uniform_component_share():
 
 def test_gate_refit_phase_freezes_the_components_and_restarts_the_gate_decay():
     c = _small_config(**{"train.num_steps": 10, "train.gate_refit_fraction": 0.4})
-    assert train.gate_refit_start(c) == 6
+    assert Settings.from_config(c).schedule.gate_refit_start == 6
     _, _, _, state, _ = fit.build(c)
-    optimizer = train.make_optimizer(c)
+    optimizer = train.make_optimizer(Settings.from_config(c).schedule)
     params, opt_state = state.params, optimizer.init(state.params)
     grads = jax.tree.map(jnp.ones_like, params)  # constant: each Adam step moves by ~lr(t)
     moves = []

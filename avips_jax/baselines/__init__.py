@@ -13,6 +13,7 @@ import importlib
 
 import ml_collections
 
+from avips_jax import settings
 from avips_jax.baselines.base import BaselineState
 
 __all__ = ["MODULES", "BaselineState", "default_baseline_config", "make_trainer"]
@@ -37,6 +38,7 @@ def default_baseline_config(method: str) -> ml_collections.ConfigDict:
     return _module(method).default_baseline_config()
 
 
-def make_trainer(config: ml_collections.ConfigDict, target):
-    """The `Trainer` of the baseline `config.method` on `target`."""
-    return _module(config.method).make_trainer(config, target)
+def make_trainer(config: "ml_collections.ConfigDict | settings.Settings", target):
+    """The `Trainer` of the baseline `config.method` on `target` (a config or its settings)."""
+    resolved = settings.as_settings(config)
+    return _module(resolved.method).make_trainer(resolved, target)

@@ -1,6 +1,6 @@
 """Conditional normalizing flow baseline (IKFlow-style), trained two ways.
 
-    trainer = flow.make_trainer(config, target)   # config.method: "flow" or "flow_reverse_kl"
+    trainer = flow.make_trainer(settings, target)   # settings.method: "flow" or "flow_reverse_kl"
     state = trainer.init(key)
     state, metrics = trainer.step(state, contexts)   # contexts (B, d_c); one jitted call
     model = trainer.model(state)                     # FlowModel: sample / log_prob
@@ -37,6 +37,7 @@ from avips_jax.baselines import base
 from avips_jax.baselines import flow_layers as layers
 from avips_jax.baselines import valid_pairs as pairs
 from avips_jax.baselines.flow_model import FlowModel, conditioning
+from avips_jax.settings import Settings, as_settings
 from avips_jax.targets import Target
 from avips_jax.targets import base as target_base
 from avips_jax.trainer import Trainer
@@ -55,7 +56,7 @@ METHODS = ("flow", "flow_reverse_kl")
 
 
 def default_baseline_config() -> ml_collections.ConfigDict:
-    """`config.baseline` of the flow methods (IKFlow's architecture at full size)."""
+    """`settings.baseline` of the flow methods (IKFlow's architecture at full size)."""
     b = ml_collections.ConfigDict()
     b.num_layers = 12  # Glow blocks (permutation + 2 affine couplings); IKFlow used 8-16
     b.hidden = (1024, 1024, 1024)  # coefficient-net hidden widths (LeakyReLU)
@@ -64,7 +65,7 @@ def default_baseline_config() -> ml_collections.ConfigDict:
     b.permutation_seed = 0  # seed of the fixed random permutations between blocks
     b.softflow_noise = 1e-3  # "flow" only: max SoftFlow noise std (rad); 0 disables SoftFlow
     b.latent_scale = 0.75  # base std used by FlowModel.sample (IKFlow); 1 = the density
-    b.learning_rate = 5e-4  # Adam; decay, clipping and num_steps come from config.train
+    b.learning_rate = 5e-4  # Adam; decay, clipping and num_steps come from settings.schedule
     b.samples_per_context = 16  # "flow_reverse_kl" only: reparameterised draws per context
     # "flow" on TALOS only (IK targets draw fresh pairs every step): the pool of standing
     # postures, made once at the first step.
@@ -72,13 +73,13 @@ def default_baseline_config() -> ml_collections.ConfigDict:
     return b
 
 
-def _validate(config: ml_collections.ConfigDict, target: Target) -> None:
-    b = config.baseline
-    if config.method not in METHODS:
-        raise ValueError(f"flow: config.method must be one of {METHODS}, got {config.method!r}")
+def _validate(settings: Settings, target: Target) -> None:
+    b = settings.baseline
+    if settings.method not in METHODS:
+        raise ValueError(f"flow: config.method must be one of {METHODS}, got {settings.method!r}")
     if target.dim < 2:
         raise ValueError(f"flow: coupling layers need a target of dim >= 2, got {target.dim}")
-    if config.method == "flow":
+    if settings.method == "flow":
         pairs.require_valid_pairs(target, "flow", "flow_reverse_kl")
     if b.num_layers < 1 or not b.hidden or min(b.hidden) < 1:
         raise ValueError(
@@ -106,11 +107,11 @@ def joint_box(target: Target, method: str) -> tuple[np.ndarray, np.ndarray]:
     return lower, upper
 
 
-def make_flow(config: ml_collections.ConfigDict, target: Target) -> layers.ConditionalFlow:
-    """The flax flow for `target` (validates config.method and config.baseline)."""
-    _validate(config, target)
-    b = config.baseline
-    lower, upper = joint_box(target, config.method)
+def make_flow(settings: Settings, target: Target) -> layers.ConditionalFlow:
+    """The flax flow for `target` (validates settings.method and settings.baseline)."""
+    _validate(settings, target)
+    b = settings.baseline
+    lower, upper = joint_box(target, settings.method)
     return layers.ConditionalFlow(
         dim=target.dim,
         hidden=tuple(int(h) for h in b.hidden),
@@ -122,18 +123,16 @@ def make_flow(config: ml_collections.ConfigDict, target: Target) -> layers.Condi
     )
 
 
-def _uses_softflow(config: ml_collections.ConfigDict) -> bool:
-    return config.method == "flow" and config.baseline.softflow_noise > 0
+def _uses_softflow(settings: Settings) -> bool:
+    return settings.method == "flow" and settings.baseline.softflow_noise > 0
 
 
-def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+def make_optimizer(settings: Settings) -> optax.GradientTransformation:
     """Adam at baseline.learning_rate, cosine-decayed like aVIPS (train.lr_decay,
     train.final_lr_fraction over train.num_steps), after global-norm clipping (train.grad_clip)."""
-    t, lr = config.train, config.baseline.learning_rate
-    if t.lr_decay == "cosine":
+    t, lr = settings.schedule, settings.baseline.learning_rate
+    if t.lr_decay == "cosine":  # else "none" (`settings.Schedule` checks the choices)
         lr = optax.cosine_decay_schedule(lr, t.num_steps, alpha=t.final_lr_fraction)
-    elif t.lr_decay != "none":
-        raise ValueError(f"train.lr_decay must be 'cosine' or 'none', got {t.lr_decay!r}.")
     if t.grad_clip > 0:
         return optax.chain(optax.clip_by_global_norm(t.grad_clip), optax.adam(lr))
     return optax.adam(lr)
@@ -144,11 +143,11 @@ def _draws_fresh_pairs(target) -> bool:
     return target.has_joint_contexts
 
 
-def _ml_loss(config, target, module) -> Callable:
+def _ml_loss(settings: Settings, target, module) -> Callable:
     """Maximum likelihood with SoftFlow noise on B = contexts.shape[0] valid pairs: fresh ones,
     or drawn from `pool` = (contexts (N, d_c), q (N, d)) when it is not None."""
     lower, upper = joint_box(target, "flow")
-    noise, softflow = config.baseline.softflow_noise, _uses_softflow(config)
+    noise, softflow = settings.baseline.softflow_noise, _uses_softflow(settings)
 
     def loss_fn(params, contexts, key, pool):
         q_key, s_key, e_key = jax.random.split(key, 3)
@@ -168,9 +167,9 @@ def _ml_loss(config, target, module) -> Callable:
     return loss_fn
 
 
-def _reverse_kl_loss(config, target, module) -> Callable:
+def _reverse_kl_loss(settings: Settings, target, module) -> Callable:
     """-ELBO with reparameterised flow samples, samples_per_context per context."""
-    s = config.baseline.samples_per_context
+    s = settings.baseline.samples_per_context
 
     def loss_fn(params, contexts, key, pool):
         del pool  # the reverse KL needs no data
@@ -184,18 +183,21 @@ def _reverse_kl_loss(config, target, module) -> Callable:
     return loss_fn
 
 
-def make_trainer(config: ml_collections.ConfigDict, target: Target) -> Trainer:
-    """init / step / model of the flow baseline (`config.method` picks the objective).
+def make_trainer(config: ml_collections.ConfigDict | Settings, target: Target) -> Trainer:
+    """init / step / model of the flow baseline (`settings.method` picks the objective).
 
     Raises:
-        ValueError: an unknown method, a bad `config.baseline` value, a 1-D target, or "flow" on a
+        ValueError: an unknown method, a bad `settings.baseline` value, a 1-D target, or "flow" on a
             target without valid pairs (`valid_pairs.has_valid_pairs`); `step` raises for
             contexts not (B, d_c).
     """
-    module = make_flow(config, target)
-    optimizer = make_optimizer(config)
-    loss_fn = (_ml_loss if config.method == "flow" else _reverse_kl_loss)(config, target, module)
-    softflow = _uses_softflow(config)
+    settings = as_settings(config)
+    module = make_flow(settings, target)
+    optimizer = make_optimizer(settings)
+    loss_fn = (_ml_loss if settings.method == "flow" else _reverse_kl_loss)(
+        settings, target, module
+    )
+    softflow = _uses_softflow(settings)
     cond_dim = target.context_dim + int(softflow)
 
     def init(key: chex.PRNGKey) -> base.BaselineState:
@@ -205,8 +207,8 @@ def make_trainer(config: ml_collections.ConfigDict, target: Target) -> Trainer:
         return base.initial_state(params, optimizer, key)
 
     pool = lambda: None  # noqa: E731
-    if config.method == "flow" and not _draws_fresh_pairs(target):
-        pool = pairs.lazy_valid_pairs(target, config.seed, config.baseline.num_valid)
+    if settings.method == "flow" and not _draws_fresh_pairs(target):
+        pool = pairs.lazy_valid_pairs(target, settings.seed, settings.baseline.num_valid)
 
     @functools.partial(jax.jit, donate_argnums=0)  # the state's buffers are reused
     def jitted_step(state: base.BaselineState, contexts: chex.Array, pool):
@@ -226,7 +228,7 @@ def make_trainer(config: ml_collections.ConfigDict, target: Target) -> Trainer:
             params=state.params,
             context_dim=target.context_dim,
             noise_input=softflow,
-            latent_scale=float(config.baseline.latent_scale),
+            latent_scale=float(settings.baseline.latent_scale),
         )
 
     return Trainer(init=init, step=step, model=model)

@@ -1,8 +1,8 @@
 """Conditional generator ensemble, Lembono et al. style (RA-L 2021, arXiv 2011.05717).
 
-    config.method = "gan"           # generators + a discriminator on valid (c, q) pairs
-    config.method = "gan_no_disc"   # generators trained on the target's NLL alone
-    trainer = gan.make_trainer(config, target)
+    settings.method = "gan"           # generators + a discriminator on valid (c, q) pairs
+    settings.method = "gan_no_disc"   # generators trained on the target's NLL alone
+    trainer = gan.make_trainer(settings, target)
 
 Model. E generators G_e(z, c) = midpoint + MLP_e([z, c]), z ~ N(0, I_L), MLP [200, 200] ReLU,
 midpoint = (target.lower + target.upper) / 2 (the joint-limit midpoint of an IK target). The E
@@ -50,6 +50,7 @@ import optax
 from avips_jax import inputs, networks, sampling_model
 from avips_jax.baselines import base
 from avips_jax.baselines.valid_pairs import lazy_valid_pairs, require_valid_pairs
+from avips_jax.settings import Settings, as_settings
 from avips_jax.trainer import Trainer
 
 METHODS = ("gan", "gan_no_disc")
@@ -58,10 +59,10 @@ DISCRIMINATOR = "discriminator"
 
 
 def default_baseline_config() -> ml_collections.ConfigDict:
-    """Settings of the GAN baseline (`config.baseline`); defaults: the paper's Panda variant.
+    """Settings of the GAN baseline (`settings.baseline`); defaults: the paper's Panda variant.
 
     A step draws samples_per_context samples from every member for each of the
-    `config.train.batch_contexts` contexts (E * B * S generated configurations); the paper's
+    `settings.schedule.batch_contexts` contexts (E * B * S generated configurations); the paper's
     batch of 100 configurations with E members is batch_contexts = 100 / E, S = 1.
     """
     c = ml_collections.ConfigDict()
@@ -219,12 +220,10 @@ def _sample(model: GANEnsembleModel, key, contexts, n: int):
     return x, ids.astype(jnp.int32)
 
 
-def make_networks(
-    config: ml_collections.ConfigDict, target
-) -> tuple[GeneratorEnsemble, Discriminator]:
+def make_networks(settings: Settings, target) -> tuple[GeneratorEnsemble, Discriminator]:
     """The generator ensemble (offsets from the midpoint of `target.lower/upper`) and the
-    discriminator of `config.baseline`."""
-    bc = config.baseline
+    discriminator of `settings.baseline`."""
+    bc = settings.baseline
     midpoint = 0.5 * (np.asarray(target.lower, np.float64) + np.asarray(target.upper, np.float64))
     if not np.all(np.isfinite(midpoint)):
         raise ValueError(f"gan: the target's box has a non-finite midpoint {midpoint.tolist()}")
@@ -236,9 +235,9 @@ def make_networks(
     return generator, Discriminator(hidden=tuple(int(w) for w in bc.discriminator_hidden))
 
 
-def make_optimizer(config: ml_collections.ConfigDict, use_discriminator: bool):
+def make_optimizer(settings: Settings, use_discriminator: bool):
     """Adam on the generators (generator_lr) and, if used, on the discriminator (its own lr)."""
-    bc = config.baseline
+    bc = settings.baseline
     if not use_discriminator:
         return optax.multi_transform(
             {GENERATOR: optax.adam(bc.generator_lr)}, lambda p: {GENERATOR: GENERATOR}
@@ -256,14 +255,14 @@ def _bce_metrics(real_logits, fake_logits):
     return loss, accuracy
 
 
-def make_loss_fn(config, target, generator, discriminator, use_discriminator: bool):
+def make_loss_fn(settings: Settings, target, generator, discriminator, use_discriminator: bool):
     """loss(params, contexts (B, d_c), key, valid) -> (loss, aux dict).
 
     With the discriminator, loss = L_G + L_D, where L_G sees the discriminator's parameters
     through stop_gradient and L_D the generated samples through stop_gradient, so one gradient
     of the sum gives each network the gradient of its own loss.
     """
-    bc = config.baseline
+    bc = settings.baseline
     num_e, num_s, dim_z = int(bc.num_generators), int(bc.samples_per_context), int(bc.latent_dim)
 
     def loss_fn(params, contexts, key, valid):
@@ -299,31 +298,32 @@ def make_loss_fn(config, target, generator, discriminator, use_discriminator: bo
     return loss_fn
 
 
-def _method(config: ml_collections.ConfigDict) -> str:
-    method = config.get("method", None)
+def _method(settings: Settings) -> str:
+    method = settings.method
     if method not in METHODS:
         raise ValueError(f"gan: config.method must be one of {METHODS}, got {method!r}")
     return method
 
 
-def make_trainer(config: ml_collections.ConfigDict, target) -> Trainer:
-    """The GAN-ensemble trainer for `target` (`config.method` "gan" or "gan_no_disc").
+def make_trainer(config: ml_collections.ConfigDict | Settings, target) -> Trainer:
+    """The GAN-ensemble trainer for `target` (`settings.method` "gan" or "gan_no_disc").
 
     Raises:
-        ValueError: unknown method, bad `config.baseline` values, or "gan" on a target without
+        ValueError: unknown method, bad `settings.baseline` values, or "gan" on a target without
             `contexts_from_joints` (or TALOS).
     """
-    use_disc = _method(config) == "gan"
-    bc = config.baseline
+    settings = as_settings(config)
+    use_disc = _method(settings) == "gan"
+    bc = settings.baseline
     _validate(bc)
-    generator, discriminator = make_networks(config, target)
-    optimizer = make_optimizer(config, use_disc)
-    loss_fn = make_loss_fn(config, target, generator, discriminator, use_disc)
+    generator, discriminator = make_networks(settings, target)
+    optimizer = make_optimizer(settings, use_disc)
+    loss_fn = make_loss_fn(settings, target, generator, discriminator, use_disc)
     context_dim, dim = int(target.context_dim), int(target.dim)
     valid = lambda: None  # noqa: E731
     if use_disc:
         require_valid_pairs(target, "gan", "gan_no_disc")  # now, not at the first step
-        valid = lazy_valid_pairs(target, config.seed, bc.num_valid)
+        valid = lazy_valid_pairs(target, settings.seed, bc.num_valid)
 
     def init(key: chex.PRNGKey) -> base.BaselineState:
         g_key, d_key, key = jax.random.split(key, 3)

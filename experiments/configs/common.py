@@ -173,36 +173,14 @@ def ik_config(
     c.target.kwargs.robot_name = robot_name
     c.target.kwargs.context = context  # "position" (xyz) or "pose" (xyz + quaternion w>=0)
     c.target.kwargs.position_std = 0.01  # metres: the likelihood width sigma_pos
-    c.model.mean_squash = "tanh"  # means inside the joint limits
-    c.model.init_std = 0.5  # radians
-    c.projection.eps_mean = 0.1
-    c.projection.eps_cov = 0.01
-    c.train.lr_decay = "cosine"
-    # ELBO-based merging cut a Panda model to one component (an early 1500-step run, no results
-    # file: rerun with --config.components.merge_tolerance=0.01 to check).
-    c.components.merge_tolerance = 0.0
-    # The full projection, with no gradient into the predicted covariance where its bound is
-    # active and the regression at alpha = 1: exact gradients at alpha = 10 blew up (why, and the
-    # seed studies: results/covariance_projection/README.md §1).
-    c.projection.covariance = True
-    c.projection.covariance_gradient = "stop"
-    c.projection.alpha = 1.0
-    # Start with every slot and let removal prune; new components start at 5 % weight and get 10
-    # checks to prove themselves (at 0.1 % they were removed before the weight step could grow
-    # them). K_init and grace studies: results/covariance_projection/README.md §4.
-    c.components.init_weight = 0.05
-    c.components.remove_patience = 10
-    # Keep training every component on every context (10 % uniform share in the component loss
-    # weights): with the thesis weighting a slot that loses a context stops improving there and
-    # the weights collapse to it (results/covariance_projection/README.md §2).
-    c.train.uniform_component_share = 0.1
+    # Start with every slot and let removal prune (K_init studies:
+    # results/covariance_projection/README.md §4).
     if preset in CPU_PRESETS:
         c.model.num_components = 8
         c.model.initial_components = 8
         c.model.component_hidden = (128, 128)
         c.model.gate_hidden = (64, 64)
         c.train.num_steps = 10_000
-        c.train.batch_contexts = 64
         c.train.samples_per_component = 4
         c.train.component_lr = 3e-3
         # A gate as fast as the components hands each context to whichever slot is ahead early
@@ -217,8 +195,6 @@ def ik_config(
             c.train.anneal_start = 0.01
         c.train.log_every = 50
         c.train.checkpoint_every = 500
-        c.components.check_every = 100
-        c.components.add_every = 200
         c.eval.num_targets = 100
     else:
         c.model.num_components = 24
@@ -227,18 +203,13 @@ def ik_config(
         c.model.gate_hidden = (128, 128)
         c.train.num_steps = 100_000
         c.train.batch_contexts = 512
-        c.train.samples_per_component = 8
-        c.train.component_lr = 1e-3
-        c.train.gate_lr = 1e-3
         c.train.log_every = 500
         c.train.checkpoint_every = 5000
         c.components.check_every = 500
         c.components.add_every = 2000
-        c.eval.num_targets = 1000
     if preset == "precise":
         # sigma_pos 2 mm: the raw error follows sigma_pos (the mean norm of N(0, sigma^2 I_3) is
         # 1.6 sigma); results/seeds_panda_precise.md, results/accuracy_panda.md.
         c.target.kwargs.position_std = 0.002
         c.train.num_steps = 30_000
-    c.eval.samples_per_target = 250
     return apply_method(c, method.strip() or "avips", preset)

@@ -8,7 +8,7 @@ Usage: `--config=experiments/configs/planar.py:<num_links>[,<preset>]`, e.g. `pl
 
 import ml_collections
 
-from avips_jax.config import default_config
+from avips_jax.config import thesis_config
 from experiments.configs import common
 
 PRESETS = ("full", "quick")
@@ -20,7 +20,7 @@ def get_config(spec: str = "10") -> ml_collections.ConfigDict:
     num_links = num_links or "10"
     if not num_links.isdigit() or int(num_links) < 1:
         raise ValueError(f"planar config: num_links must be a positive integer, got {num_links!r}")
-    c = default_config()
+    c = thesis_config()
     c.target.name = "planar"
     c.target.kwargs.num_links = int(num_links)
     # A CPU-sized task: goals in a sector in front of the arm, 5 cm likelihood (the gmmvi value,
