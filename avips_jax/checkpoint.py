@@ -29,7 +29,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from avips_jax import methods, targets, train
+from avips_jax import methods, robot_snapshot, targets, train
 from avips_jax.config import thesis_config
 from avips_jax.settings import Settings
 
@@ -377,7 +377,7 @@ def load_model(workdir: str | os.PathLike, step: int | None = None) -> TrainedRu
     config = load_config(workdir)
     settings = Settings.from_config(config)
     methods.check_method(settings)
-    target = targets.from_config(config)
+    target = targets.from_config(robot_snapshot.use_stored(config, workdir))
     trainer = methods.make_trainer(settings, target)
     state = restore(workdir, abstract_state(trainer), step)
     model = trainer.model(state)

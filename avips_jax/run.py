@@ -4,8 +4,10 @@
     result, metrics = run.train_and_evaluate(config, "runs/panda")   # + metrics.json, plots
 
 The run directory gets config.json (the resolved config), checkpoints/<step>/ (orbax, every
-`train.checkpoint_every` steps and at the end), tensorboard/ (scalars under train/), and
-history.jsonl (one JSON line of scalars per logged step). Called again on the same directory with
+`train.checkpoint_every` steps and at the end), tensorboard/ (scalars under train/),
+history.jsonl (one JSON line of scalars per logged step) and, for IK on a robot file of your own,
+robot/ (a copy of the file and its sha256, which the run trains and loads from:
+`robot_snapshot`). Called again on the same directory with
 the same config, it resumes from the newest checkpoint and reaches exactly the result of an
 uninterrupted run; a finished run is left as it is. A different config is refused
 (`ConfigMismatchError`, the differing keys listed) and nothing in the directory is overwritten.
@@ -19,7 +21,7 @@ import pathlib
 import ml_collections
 import tensorboardX
 
-from avips_jax import checkpoint, fit, methods, refine, run_report, targets
+from avips_jax import checkpoint, fit, methods, refine, robot_snapshot, run_report, targets
 from avips_jax.settings import Settings
 
 HISTORY_FILE = "history.jsonl"
@@ -107,9 +109,10 @@ def train_and_checkpoint(
     workdir = pathlib.Path(workdir)
     settings = Settings.from_config(config)
     methods.check_method(settings)
-    target = targets.from_config(config)
-    trainer = methods.make_trainer(settings, target)  # its refusals come before any write
     step = check_workdir(workdir, config)
+    # A run trains on its own copy of a robot file (robot_snapshot): a resumed one reads it.
+    target = targets.from_config(robot_snapshot.use_stored(config, workdir))
+    trainer = methods.make_trainer(settings, target)  # its refusals come before any write
     t = settings.schedule
     state, records = None, fit.RunRecords()
     if step is not None:
@@ -122,6 +125,9 @@ def train_and_checkpoint(
     workdir.mkdir(parents=True, exist_ok=True)
     if not (workdir / checkpoint.CONFIG_FILE).exists():
         checkpoint.save_config(workdir, config)
+    if step is None and robot_snapshot.store(workdir, config) is not None:
+        target = targets.from_config(robot_snapshot.use_stored(config, workdir))
+        trainer = methods.make_trainer(settings, target)
     writer, log = _make_logger(workdir, config, records, step)
 
     def hook(report: fit.StepReport) -> None:

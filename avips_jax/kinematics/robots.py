@@ -128,6 +128,43 @@ def _registered(name: str) -> robot_lib.Robot:
     )
 
 
+def is_registered(name: str | os.PathLike) -> bool:
+    """Whether `name` is a registered robot name or "planar_<n>" (n >= 1)."""
+    key = os.fspath(name)
+    match = _PLANAR.fullmatch(key)
+    return key in _REGISTRY or (match is not None and int(match.group(1)) >= 1)
+
+
+def describe_source(name: str) -> str:
+    """Where a registered robot comes from: its URDF file, or "generated" for planar arms."""
+    return str(urdf_path(name)) if name in _REGISTRY else "generated"
+
+
+def load_model(path: str | os.PathLike) -> urdf.UrdfModel:
+    """The parsed robot file at `path` (URDF).
+
+    Raises:
+        UnknownRobotError: `path` is neither a file nor looks like one (a mistyped robot name).
+        UrdfFileNotFoundError: a file path that does not exist.
+        NotUrdfError, MalformedUrdfError, InvalidUrdfError: see `urdf.load_urdf`.
+    """
+    key = os.fspath(path)
+    if not _looks_like_file(key):
+        raise _unknown_robot(key)
+    return urdf.load_urdf(key)
+
+
+def _looks_like_file(key: str) -> bool:
+    return key.lower().endswith(".urdf") or os.sep in key or os.path.exists(key)
+
+
+def _unknown_robot(key: str) -> errors.UnknownRobotError:
+    return errors.UnknownRobotError(
+        f"unknown robot {key!r}; available: {', '.join(available_robots())}, planar_<n> "
+        "(n >= 1), or a path to a .urdf file"
+    )
+
+
 def planar_urdf(n: int) -> str:
     """URDF text of an n-link planar arm: links `link_1..link_n` of length 1/n along x, revolute
     z joints `joint_1..joint_n` with limits [-pi, pi], root `base`, tip `end_effector`."""
@@ -200,13 +237,10 @@ def load_robot(
     match = _PLANAR.fullmatch(key)
     if match and int(match.group(1)) >= 1:
         return _planar(int(match.group(1)))
-    if key.lower().endswith(".urdf") or os.sep in key or os.path.exists(key):
+    if _looks_like_file(key):
         model = urdf.load_urdf(key)
         return robot_lib.robot_from_model(model, end_effector=end_effector, source=key, **options)
-    raise errors.UnknownRobotError(
-        f"unknown robot {key!r}; available: {', '.join(available_robots())}, planar_<n> "
-        "(n >= 1), or a path to a .urdf file"
-    )
+    raise _unknown_robot(key)
 
 
 def load_robot_from_string(

@@ -12,7 +12,7 @@ import numpy as np
 
 from avips_jax import kinematics, refine, rotations
 from avips_jax.kinematics import robot as robot_lib
-from avips_jax.targets import base, skeleton, workspace
+from avips_jax.targets import base, ik_robot, skeleton, workspace
 from avips_jax.targets.base import WorkspaceError
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -73,6 +73,12 @@ class IKTarget(base.RobotTarget):
     Contexts (the IKFlow protocol): FK of joints uniform in the limits (ranges wider than 2 pi
     replaced by [-pi, pi]). Box: the joint limits.
 
+    Robot: `robot_name` is a registered name (`kinematics.available_robots()`, with its fixed
+    chain) or a robot file; for a file, `root`, `tip`, `joint_names` ("j1,j2,...") and `locked`
+    ("joint=value,...") choose the chain (`ik_robot.load`: empty means the file's root link, its
+    one leaf link, every movable joint on the path, nothing locked), and a chain that cannot move
+    its tip is refused when the target is built.
+
     Workspace: `check_reachable` rejects positions farther from the first joint's origin than
     the chain's stretched length (`workspace.first_joint_sphere`, derived from the kinematic tree;
     e.g. Panda: 0.986 m around (0, 0, 0.333)). Inside the sphere a position may still be
@@ -80,6 +86,10 @@ class IKTarget(base.RobotTarget):
     """
 
     robot_name: str = "panda"
+    root: str = ""
+    tip: str = ""
+    joint_names: str = ""
+    locked: str = ""
     context: str = "position"
     position_std: float = 0.01
     rotation_std: float = 0.1
@@ -100,7 +110,7 @@ class IKTarget(base.RobotTarget):
 
     @property
     def robot(self) -> robot_lib.Robot:
-        return load_robot(self.robot_name)
+        return ik_robot.load(self.robot_name, self.root, self.tip, self.joint_names, self.locked)
 
     @property
     def dim(self) -> int:

@@ -1,0 +1,133 @@
+"""IK on a robot file of your own: `experiments/configs/robot.py`, the chain flags, refusals before
+anything is written, and run directories that keep their own copy of the robot file."""
+
+import hashlib
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from avips_jax import checkpoint, robot_snapshot, run
+from experiments.configs import common, robot
+from tests.experiments import cli
+from tests.targets.test_ik_robot import ARM, NO_MOTION
+
+pytestmark = pytest.mark.usefixtures("fast_compiles")
+
+TINY = (
+    "model.num_components=3",
+    "model.initial_components=2",
+    "model.component_hidden=(16,)",
+    "model.gate_hidden=(8,)",
+    "train.num_steps=8",
+    "train.batch_contexts=8",
+    "train.samples_per_component=2",
+    "train.log_every=4",
+    "train.log_samples=4",
+    "train.checkpoint_every=4",
+    "components.check_every=4",
+    "components.add_every=4",
+)
+
+
+def _config(path, *overrides):
+    return common.apply_overrides(robot.get_config(f"{path},quick"), TINY + overrides)
+
+
+@pytest.fixture
+def arm(tmp_path):
+    path = tmp_path / "arm4.urdf"
+    path.write_text(ARM)
+    return path
+
+
+def test_the_config_stores_an_absolute_path_and_every_chain_key(arm, monkeypatch):
+    monkeypatch.chdir(arm.parent)
+    c = robot.get_config("arm4.urdf,precise,vanilla_gmm")
+    assert c.target.kwargs.robot_name == str(arm)
+    assert c.method == "vanilla_gmm" and c.train.num_steps == 30_000
+    assert {"root", "tip", "joint_names", "locked", "context", "rotation_std"} <= set(
+        c.target.kwargs
+    )
+    with pytest.raises(ValueError, match="robot.py needs the robot file"):
+        robot.get_config("")
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ((), "3 leaf links below 'base'"),
+        (("target.kwargs.tip=camera",), "no movable joint between root 'base' and tip 'camera'"),
+        (("target.kwargs.tip=l1", "target.kwargs.root=l3"), "not connected to root link 'l3'"),
+        (("target.kwargs.tip=hand", "target.kwargs.joint_names=j1,j9"), "j9"),
+    ],
+)
+def test_a_bad_chain_is_refused_before_anything_is_written(arm, tmp_path, overrides, message):
+    workdir = tmp_path / "run"
+    with pytest.raises(ValueError, match=message):
+        run.train_and_checkpoint(_config(arm, *overrides), workdir, progress=False)
+    assert not workdir.exists()
+
+
+def test_the_cli_exits_non_zero_naming_the_problem(tmp_path):
+    statue = tmp_path / "statue.urdf"
+    statue.write_text(NO_MOTION)
+    workdir = tmp_path / "run"
+    out = cli.run_module(
+        "experiments.train",
+        "--noprogress",
+        f"--config=experiments/configs/robot.py:{statue}",
+        f"--workdir={workdir}",
+    )
+    assert out.returncode == 1, out.stderr
+    assert "no movable joint between root 'base' and tip 'head'" in out.stderr
+    assert not workdir.exists()
+
+
+def test_a_run_keeps_and_uses_its_copy_of_the_robot_file(arm, tmp_path, caplog):
+    workdir = tmp_path / "run"
+    config = _config(arm, "target.kwargs.tip=hand")
+    stop = {"at": 4}
+
+    def interrupt(report):
+        if report.step == stop["at"]:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run.train_and_checkpoint(config, workdir, progress=False, on_step=interrupt)
+    manifest = json.loads((workdir / "robot" / robot_snapshot.MANIFEST).read_text())
+    assert manifest == {
+        "original": str(arm),
+        "sha256": hashlib.sha256(ARM.encode()).hexdigest(),
+        "file": "arm4.urdf",
+    }
+    assert (workdir / "robot" / "arm4.urdf").read_text() == ARM
+
+    # The original is edited (the first link 1 m longer): resuming warns and trains on the copy.
+    arm.write_text(ARM.replace('<origin xyz="0 0 0.1"/>', '<origin xyz="0 0 1.1"/>'))
+    stop["at"] = None
+    with caplog.at_level(logging.WARNING, logger="avips_jax.robot_snapshot"):
+        result = run.train_and_checkpoint(config, workdir, progress=False)
+    assert int(result.state.step) == 8
+    assert "has changed since the run started" in caplog.text
+    trained = checkpoint.load_model(workdir)
+    assert trained.target.robot_name == str((workdir / "robot" / "arm4.urdf").absolute())
+    q = np.zeros((1, 4))
+    z = float(np.asarray(trained.target.robot.end_effector_pose(q))[0, 2, 3])
+    assert z == pytest.approx(0.3, abs=1e-6)  # 0.1 + 0.2 of the copy, not 1.3 of the edit
+
+    # Moved away: the run still loads, from its copy, and says so.
+    arm.unlink()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="avips_jax.robot_snapshot"):
+        assert checkpoint.load_model(workdir).target.dim == 4
+    assert "is gone; using the run's copy" in caplog.text
+
+
+def test_a_damaged_copy_is_refused(arm, tmp_path):
+    workdir = tmp_path / "run"
+    run.train_and_checkpoint(_config(arm, "target.kwargs.tip=hand"), workdir, progress=False)
+    (workdir / "robot" / "arm4.urdf").write_text(ARM + "<!-- edited -->")
+    with pytest.raises(ValueError, match="does not match its sha256"):
+        checkpoint.load_model(workdir)
