@@ -9,7 +9,7 @@ import pathlib
 import re
 from collections.abc import Mapping, Sequence
 
-from avips_jax.kinematics import errors, urdf
+from avips_jax.kinematics import errors, mjcf, urdf
 from avips_jax.kinematics import robot as robot_lib
 
 
@@ -141,27 +141,31 @@ def describe_source(name: str) -> str:
 
 
 def load_model(path: str | os.PathLike) -> urdf.UrdfModel:
-    """The parsed robot file at `path` (URDF).
+    """The parsed robot file at `path`: MJCF for a ".xml" file (`mjcf.load_mjcf`, needs the
+    mujoco package), URDF otherwise.
 
     Raises:
         UnknownRobotError: `path` is neither a file nor looks like one (a mistyped robot name).
         UrdfFileNotFoundError: a file path that does not exist.
-        NotUrdfError, MalformedUrdfError, InvalidUrdfError: see `urdf.load_urdf`.
+        NotUrdfError, MalformedUrdfError, InvalidUrdfError: see `urdf.load_urdf` and
+            `mjcf.load_mjcf`.
     """
     key = os.fspath(path)
     if not _looks_like_file(key):
         raise _unknown_robot(key)
+    if key.lower().endswith(".xml"):
+        return mjcf.load_mjcf(key)
     return urdf.load_urdf(key)
 
 
 def _looks_like_file(key: str) -> bool:
-    return key.lower().endswith(".urdf") or os.sep in key or os.path.exists(key)
+    return key.lower().endswith((".urdf", ".xml")) or os.sep in key or os.path.exists(key)
 
 
 def _unknown_robot(key: str) -> errors.UnknownRobotError:
     return errors.UnknownRobotError(
         f"unknown robot {key!r}; available: {', '.join(available_robots())}, planar_<n> "
-        "(n >= 1), or a path to a .urdf file"
+        "(n >= 1), or a path to a .urdf or MJCF .xml file"
     )
 
 
@@ -207,7 +211,7 @@ def load_robot(
     end_effector: str | None = None,
     name: str | None = None,
 ) -> robot_lib.Robot:
-    """A robot by registered name, "planar_<n>", or URDF file path.
+    """A robot by registered name, "planar_<n>", or robot file path (URDF, or MJCF ".xml").
 
     Args:
         name_or_path: one of `available_robots()`, "planar_<n>" (n >= 1), or a URDF file.
@@ -238,7 +242,7 @@ def load_robot(
     if match and int(match.group(1)) >= 1:
         return _planar(int(match.group(1)))
     if _looks_like_file(key):
-        model = urdf.load_urdf(key)
+        model = load_model(key)
         return robot_lib.robot_from_model(model, end_effector=end_effector, source=key, **options)
     raise _unknown_robot(key)
 
