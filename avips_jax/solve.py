@@ -113,6 +113,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The `avips-solve` command (also `python -m avips_jax.solve`)."""
     runtime.set_cpu_safety_flags()
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    cli()

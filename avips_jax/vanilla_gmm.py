@@ -2,7 +2,7 @@
 
 The loss is -ELBO with plain reparameterised gradients (`objectives.vanilla_elbo_loss`): no KL
 projection, no trust regions, no SIR, no component adding or removal, no responsibility
-decomposition. `methods.METHODS["vanilla_gmm"]` trains it; `experiments/configs/common.py`
+decomposition. `methods.METHODS["vanilla_gmm"]` trains it; `avips_jax/presets.py`
 (`as_vanilla_gmm`) switches aVIPS's techniques off in a config.
 """
 
@@ -30,7 +30,7 @@ def check_settings(settings: Settings) -> None:
     if on:
         raise ValueError(
             f"method 'vanilla_gmm' trains without aVIPS's techniques; switch off {on} "
-            "(experiments/configs/common.py: as_vanilla_gmm)."
+            "(avips_jax/presets.py: as_vanilla_gmm)."
         )
 
 

@@ -18,10 +18,10 @@ import sys
 
 from absl import app, flags
 
-from avips_jax import runtime
+from avips_jax import presets, runtime
 from benchmarks import train_step
 from experiments import compare_report
-from experiments.configs import common, panda
+from experiments.configs import panda
 
 FLAGS = flags.FLAGS
 
@@ -41,7 +41,7 @@ def panda_config(method: str, num_components: int):
     """The Panda quick config of `method` with K_max = K_init = `num_components`."""
     if num_components < 1:
         raise ValueError(f"num_components must be >= 1, got {num_components}")
-    c = common.apply_method(panda.get_config("quick"), method)
+    c = presets.apply_method(panda.get_config("quick"), method)
     c.model.num_components = num_components
     c.model.initial_components = num_components
     return c
@@ -84,7 +84,7 @@ def breakdown_lines(num_components: int, steps: int) -> list[str]:
     config = panda_config("avips", num_components)
     previous = None
     for name, overrides in BREAKDOWN:
-        common.apply_overrides(config, [f"{key}={value}" for key, value in overrides.items()])
+        presets.apply_overrides(config, [f"{key}={value}" for key, value in overrides.items()])
         best = min(train_step.step_times(config, steps)[1])
         saved = "" if previous is None else f"{1e3 * (previous - best):.1f}"
         lines.append(f"| {name} | {1e3 * best:.1f} | {saved} |")
@@ -97,7 +97,7 @@ def define_flags() -> None:
     """The command-line flags (defined only when run as a script, so that importing this module
     next to other absl programs, as the tests do, cannot clash over flag names)."""
     flags.DEFINE_list("num_components", ["8", "16", "32"], "K_max values (all slots active).")
-    flags.DEFINE_list("methods", ["avips", "vanilla_gmm"], "Methods (configs/common.py).")
+    flags.DEFINE_list("methods", ["avips", "vanilla_gmm"], "Methods (avips_jax.presets.METHODS).")
     flags.DEFINE_integer("steps", 30, "Timed steps per row (the best and the median reported).")
     flags.DEFINE_bool("breakdown", True, "Also time aVIPS with parts switched off.")
     flags.DEFINE_string(

@@ -24,10 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from avips_jax import evaluation, fit, gmm, runtime
-from experiments.configs import common
-from experiments.configs import planar as planar_configs
-from experiments.configs import toy as toy_configs
+from avips_jax import evaluation, fit, gmm, presets, runtime
+
+from .configs import planar as planar_configs
+from .configs import toy as toy_configs
 
 _TARGETS = flags.DEFINE_list("targets", ["moving_gmm", "planar"], "Targets to ablate.")
 _SCALE = flags.DEFINE_float("steps_scale", 1.0, "Multiplies each config's num_steps.")
@@ -84,12 +84,12 @@ def _config(target: str):
 
 def variant_config(target: str, overrides: dict, seed: int, steps_scale: float):
     """The target's config with a variant's overrides ("a.b" -> value; through
-    `common.apply_overrides`, so an unknown key or a value of another type is refused), the
+    `presets.apply_overrides`, so an unknown key or a value of another type is refused), the
     training seed and num_steps scaled by `steps_scale` (at least 10)."""
     config = _config(target)
     config.seed = seed
     config.train.num_steps = max(int(config.train.num_steps * steps_scale), 10)
-    return common.apply_overrides(config, [f"{key}={value}" for key, value in overrides.items()])
+    return presets.apply_overrides(config, [f"{key}={value}" for key, value in overrides.items()])
 
 
 def _evaluate(res: fit.FitResult, contexts) -> tuple[float, str, str, float]:

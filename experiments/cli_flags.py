@@ -4,10 +4,11 @@
   clear message for an unknown `--config.` key (absl's own is a KeyError traceback);
 * `config_override_parser`: for the entry points that build many configs (compare, seeds,
   latent_scale), `--config.a.b=v` (repeatable) becomes the override "a.b=v" applied to every
-  config they build (`experiments.configs.common.apply_overrides`).
+  config they build (`avips_jax.presets.apply_overrides`).
 """
 
 import importlib.util
+import pathlib
 import sys
 
 import ml_collections
@@ -49,8 +50,30 @@ def _unknown_config_keys(argv: list[str]) -> list[str]:
     return problems
 
 
+CONFIGS_DIR = pathlib.Path(__file__).resolve().parent / "configs"
+
+
+def resolve_config_file(argv: list[str]) -> list[str]:
+    """argv with a `--config=<file>[:arg]` that names no existing file resolved to the packaged
+    config of that name, so that `--config=panda.py:quick`, `--config=panda:quick` and the
+    checkout's `--config=experiments/configs/panda.py:quick` work from any directory (an
+    installed wheel has no experiments/ folder)."""
+    out = []
+    for arg in argv:
+        if arg.startswith("--config="):
+            path, sep, rest = arg[len("--config=") :].partition(":")
+            name = pathlib.Path(path).name
+            packaged = CONFIGS_DIR / (name if name.endswith(".py") else f"{name}.py")
+            if path and not pathlib.Path(path).is_file() and packaged.is_file():
+                arg = f"--config={packaged}{sep}{rest}"
+        out.append(arg)
+    return out
+
+
 def parse_flags(argv: list[str]) -> list[str]:
-    """absl's flag parsing, with a clear message (exit code 1) for an unknown `--config.` key."""
+    """absl's flag parsing, with a clear message (exit code 1) for an unknown `--config.` key;
+    the config file may be named as `resolve_config_file` says."""
+    argv = resolve_config_file(argv)
     try:
         return app.parse_flags_with_usage(argv)
     except (AttributeError, KeyError) as err:  # raised by config_flags for a missing field

@@ -6,7 +6,7 @@ r"""Trains (or loads) every method on every robot and writes the comparison tabl
         --num_steps=20 --num_targets=3 --samples_per_target=8 --runs_dir=/tmp/c --out=/tmp/c/cmp
 
 Each (robot, method) runs `experiments/configs/<robot>.py` at `--preset` switched to the method
-(`common.apply_method`, as `--config=experiments/configs/<robot>.py:<preset>,<method>` would),
+(`presets.apply_method`, as `--config=experiments/configs/<robot>.py:<preset>,<method>` would),
 with `--num_steps` / `--train_seed` / `--config.key=value` overriding the config, in
 `<runs_dir>/<robot>/<method>`: a finished run there is loaded, an unfinished one resumed
 (experiments/train.py), a run of another config refused before anything is trained. A
@@ -35,6 +35,7 @@ from avips_jax import (
     checkpoint,
     ik_evaluation,
     methods,
+    presets,
     refine,
     run_report,
     runtime,
@@ -44,14 +45,14 @@ from avips_jax import (
 from avips_jax import run as run_lib
 from avips_jax.model import AmortizedGMM
 from avips_jax.targets import RobotTarget
-from experiments import (
+
+from . import (
     cli_flags,
     compare_claims,
     compare_figure,
     compare_report,
     compare_table,
 )
-from experiments.configs import common
 
 ROBOTS = compare_claims.ALL_ROBOTS
 # Also accepted by --robots (not in the paper's table): pose contexts, the 6-DOF Atlas arm.
@@ -68,8 +69,8 @@ CONFIG_OVERRIDES: list[str] = []
 def define_flags() -> None:
     """The CLI flags; defined only when run as a program (as in experiments/evaluate.py)."""
     flags.DEFINE_list("robots", list(ROBOTS), "Robots (experiments/configs/<robot>.py).")
-    flags.DEFINE_list("methods", list(common.METHODS), "Methods (configs/common.py METHODS).")
-    flags.DEFINE_enum("preset", "quick", list(common.PRESETS), "Training budget preset.")
+    flags.DEFINE_list("methods", list(presets.METHODS), "Methods (avips_jax.presets.METHODS).")
+    flags.DEFINE_enum("preset", "quick", list(presets.PRESETS), "Training budget preset.")
     flags.DEFINE_integer("num_steps", None, "Overrides config.train.num_steps (all runs).")
     flags.DEFINE_integer("train_seed", None, "Overrides config.seed (the training seed).")
     flags.DEFINE_integer("num_targets", None, "Test targets (default: config.eval.num_targets).")
@@ -89,7 +90,7 @@ class Settings:
     """What to compare and where (the CLI flags)."""
 
     robots: tuple[str, ...] = ROBOTS
-    methods: tuple[str, ...] = common.METHODS
+    methods: tuple[str, ...] = presets.METHODS
     preset: str = "quick"
     num_steps: int | None = None
     train_seed: int | None = None
@@ -108,8 +109,8 @@ def check_settings(settings: Settings) -> None:
     """ValueError naming an unknown robot, method or preset, or a budget < 1."""
     for what, given, known in (
         ("robot", settings.robots, ROBOTS + OTHER_ROBOTS),
-        ("method", settings.methods, common.METHODS),
-        ("preset", (settings.preset,), common.PRESETS),
+        ("method", settings.methods, presets.METHODS),
+        ("preset", (settings.preset,), presets.PRESETS),
     ):
         unknown = [name for name in given if name not in known]
         if unknown or not given:
@@ -134,15 +135,15 @@ def method_config(
 ) -> ml_collections.ConfigDict:
     """The resolved config of `method` on `robot` at `preset` (with the overrides: num_steps,
     seed, then the "key=value" ones of `--config.key=value`)."""
-    module = importlib.import_module(f"experiments.configs.{robot}")
+    module = importlib.import_module(f"{__package__}.configs.{robot}")
     # get_config(preset) then apply_method: the same config as "<preset>,<method>" gives, also
     # for config files (talos.py) whose get_config takes a bare preset only.
-    config = common.apply_method(module.get_config(preset), method, preset)
+    config = presets.apply_method(module.get_config(preset), method, preset)
     if num_steps is not None:
         config.train.num_steps = num_steps
     if seed is not None:
         config.seed = seed
-    return common.apply_overrides(config, overrides)
+    return presets.apply_overrides(config, overrides)
 
 
 def unsupported_reason(config: ml_collections.ConfigDict) -> str | None:
@@ -422,7 +423,12 @@ def main(argv):
         print(f"figure: {path}")
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The `avips-compare` command (also `python -m experiments.compare` in a checkout)."""
     runtime.set_cpu_safety_flags()
     define_flags()
     app.run(main, flags_parser=cli_flags.config_override_parser(CONFIG_OVERRIDES))
+
+
+if __name__ == "__main__":
+    cli()

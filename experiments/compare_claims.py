@@ -9,7 +9,7 @@ measured" if any is None (or there is none), else "reproduced". Pure functions o
 import dataclasses
 from collections.abc import Callable
 
-from experiments.compare_table import is_number
+from .compare_table import is_number
 
 REPRODUCED = "reproduced"
 NOT_REPRODUCED = "not reproduced"

@@ -10,7 +10,8 @@ import pathlib
 import jax
 
 from avips_jax import hardware as hardware_lib
-from experiments import compare_claims, compare_table
+
+from . import compare_claims, compare_table
 
 DEFINITIONS = (
     "Success: raw = position error < 1 cm (and < 2 deg for pose contexts); refined = < 1 mm "

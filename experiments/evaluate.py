@@ -60,7 +60,12 @@ def main(argv):
         print(f"plot: {path}")
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The `avips-evaluate` command (also `python -m experiments.evaluate` in a checkout)."""
     runtime.set_cpu_safety_flags()
     define_flags()
     app.run(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -25,7 +25,8 @@ from absl import app, flags, logging
 
 from avips_jax import checkpoint, refine, run_report, runtime
 from avips_jax.model import AmortizedGMM
-from experiments import compare_report, compare_table, seeds
+
+from . import compare_report, compare_table, seeds
 
 FLAGS = flags.FLAGS
 

@@ -22,7 +22,8 @@ import numpy as np
 from absl import app, flags, logging
 
 from avips_jax import checkpoint, runtime
-from experiments import cli_flags, compare, compare_report, compare_table
+
+from . import cli_flags, compare, compare_report, compare_table
 
 FLAGS = flags.FLAGS
 REFERENCE = "avips"

@@ -17,7 +17,8 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from avips_jax import run, run_report, runtime
-from experiments import cli_flags
+
+from . import cli_flags
 
 FLAGS = flags.FLAGS
 
@@ -68,7 +69,12 @@ def main(argv):
         )
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The `avips-train` command (also `python -m experiments.train` in a checkout)."""
     runtime.set_cpu_safety_flags()
     define_flags()
     app.run(main, flags_parser=cli_flags.parse_flags)
+
+
+if __name__ == "__main__":
+    cli()

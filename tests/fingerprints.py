@@ -21,8 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from avips_jax import fit, runtime
-from experiments.configs import common, panda
+from avips_jax import fit, presets, runtime
+from experiments.configs import panda
 
 PATH = pathlib.Path(__file__).with_name("fingerprints.json")
 NUM_STEPS = 20
@@ -65,10 +65,10 @@ OVERRIDES = {
 
 def method_config(method: str):
     """The tiny Panda config of `method` (ValueError from apply_method for an unknown one)."""
-    config = common.apply_method(panda.get_config("quick"), method, "quick")
+    config = presets.apply_method(panda.get_config("quick"), method, "quick")
     config.train.num_steps = NUM_STEPS
     config.seed = SEED
-    return common.apply_overrides(config, OVERRIDES[method])
+    return presets.apply_overrides(config, OVERRIDES[method])
 
 
 def fingerprint(method: str) -> dict:

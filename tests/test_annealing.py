@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 
 from avips_jax import config as config_lib
-from avips_jax import fit, train
+from avips_jax import fit, presets, train
 from avips_jax.settings import Settings
-from experiments.configs import common
 from tests.test_train import _small_config
 
 
@@ -42,7 +41,7 @@ class _Scaled:
 def test_the_loss_at_beta_is_the_loss_of_the_tempered_target(method):
     c = _small_config()
     if method == "vanilla_gmm":
-        c = common.as_vanilla_gmm(c)
+        c = presets.as_vanilla_gmm(c)
     target, module, _, state, _ = fit.build(c)
     contexts = target.sample_contexts(jax.random.PRNGKey(0), 8)
     old = module.apply(state.variables, contexts)

@@ -10,8 +10,8 @@ as the thesis code) with alpha = 1 trains. These tests pin both.
 import numpy as np
 import pytest
 
-from avips_jax import fit
-from experiments.configs import common, panda, planar
+from avips_jax import fit, presets
+from experiments.configs import panda, planar
 
 STABLE = (
     "projection.covariance=True",
@@ -41,7 +41,7 @@ def _config(config, *overrides):
         "components.remove=False",
         "components.merge_tolerance=0.0",
     )
-    return common.apply_overrides(
+    return presets.apply_overrides(
         config, ("train.log_every=20", "model.component_hidden=(64, 64)", *fixed_slots, *overrides)
     )
 

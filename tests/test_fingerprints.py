@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from experiments.configs import common
+from avips_jax import presets
 from tests import fingerprints
 
 pytestmark = pytest.mark.slow
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 def test_every_method_has_a_fingerprint():
     recorded = json.loads(fingerprints.PATH.read_text())
-    assert sorted(recorded) == sorted(fingerprints.OVERRIDES) == sorted(common.METHODS)
+    assert sorted(recorded) == sorted(fingerprints.OVERRIDES) == sorted(presets.METHODS)
 
 
 @pytest.mark.parametrize("method", sorted(fingerprints.OVERRIDES))

@@ -10,9 +10,9 @@ import pytest
 
 import avips_jax
 from avips_jax import config as config_lib
-from avips_jax import methods, settings
+from avips_jax import methods, presets, settings
 from avips_jax.settings import Settings
-from experiments.configs import common, panda, planar, toy
+from experiments.configs import panda, planar, toy
 
 ROBOT_CONFIGS = ("panda", "panda_pose", "valkyrie", "valkyrie_arm", "atlas", "atlas_arm", "talos")
 
@@ -179,7 +179,7 @@ def test_robot_presets_take_the_method_settings_from_the_defaults(robot):
     the defaults' (the presets size the network, batch and schedule)."""
     module = importlib.import_module(f"experiments.configs.{robot}")
     default = config_lib.default_config()
-    for preset in common.PRESETS:
+    for preset in presets.PRESETS:
         c = module.get_config(preset)
         for section in ("projection", "trust_region", "sir"):
             assert c[section].to_dict() == default[section].to_dict(), (robot, preset, section)

@@ -9,9 +9,9 @@ import optax
 import pytest
 
 from avips_jax import config as config_lib
-from avips_jax import fit, gmm, networks, train
+from avips_jax import fit, gmm, networks, presets, train
 from avips_jax.baselines import valid_pairs
-from experiments.configs import common, panda
+from experiments.configs import panda
 from tests.test_train import _small_config
 
 pytestmark = pytest.mark.usefixtures("fast_compiles")
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.usefixtures("fast_compiles")
 
 def _tiny_panda(*overrides):
     c = panda.get_config("quick")
-    return common.apply_overrides(
+    return presets.apply_overrides(
         c,
         (
             "model.num_components=3",

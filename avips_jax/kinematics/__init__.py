@@ -70,6 +70,7 @@ from avips_jax.kinematics.errors import (
     UrdfFileNotFoundError,
 )
 from avips_jax.kinematics.floating_base import floating_base_pose, world_poses
+from avips_jax.kinematics.mjcf import load_mjcf, parse_mjcf
 from avips_jax.kinematics.robot import Robot
 from avips_jax.kinematics.robots import (
     available_robots,
@@ -77,7 +78,6 @@ from avips_jax.kinematics.robots import (
     load_robot_from_string,
     urdf_path,
 )
-from avips_jax.kinematics.mjcf import load_mjcf, parse_mjcf
 from avips_jax.kinematics.urdf import load_urdf, parse_urdf
 
 __all__ = [

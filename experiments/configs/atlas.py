@@ -7,8 +7,8 @@ Usage: `--config=experiments/configs/atlas.py` (preset "quick", the default) or
 
 import ml_collections
 
-from experiments.configs import common
+from avips_jax import presets
 
 
 def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
-    return common.ik_config("atlas", preset)
+    return presets.ik_config("atlas", preset)

@@ -5,11 +5,11 @@ Usage: `--config=experiments/configs/panda_pose.py` (preset "quick") or `panda_p
 
 import ml_collections
 
-from experiments.configs import common
+from avips_jax import presets
 
 
 def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
-    c = common.ik_config("panda", preset, context="pose")
+    c = presets.ik_config("panda", preset, context="pose")
     c.target.kwargs.rotation_std = 0.1  # radians
     if preset.partition(",")[0] == "precise":
         # The mean angle of an isotropic rotation error of std s is about 1.6 s: 0.02 rad -> ~1.8

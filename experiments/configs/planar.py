@@ -8,15 +8,15 @@ Usage: `--config=experiments/configs/planar.py:<num_links>[,<preset>]`, e.g. `pl
 
 import ml_collections
 
+from avips_jax import presets
 from avips_jax.config import thesis_config
-from experiments.configs import common
 
 PRESETS = ("full", "quick")
 
 
 def get_config(spec: str = "10") -> ml_collections.ConfigDict:
     """The config of "<num_links>[,<preset>]" (see the module docstring)."""
-    num_links, preset = common.split_spec(str(spec), PRESETS, "full")
+    num_links, preset = presets.split_spec(str(spec), PRESETS, "full")
     num_links = num_links or "10"
     if not num_links.isdigit() or int(num_links) < 1:
         raise ValueError(f"planar config: num_links must be a positive integer, got {num_links!r}")

@@ -1,7 +1,7 @@
 """IK for a robot file of your own (URDF), with the chain chosen by flags.
 
 Usage: `--config=experiments/configs/robot.py:<file>[,<preset>[,<method>]]` with preset quick
-(default), full or precise and a method of `common.METHODS` (default avips), then the chain:
+(default), full or precise and a method of `presets.METHODS` (default avips), then the chain:
 
     python -m experiments.train --workdir=runs/ur5 \\
         --config=experiments/configs/robot.py:/path/to/ur5_robot.urdf,quick \\
@@ -26,7 +26,7 @@ import os
 
 import ml_collections
 
-from experiments.configs import common
+from avips_jax import presets
 
 
 def get_config(spec: str = "") -> ml_collections.ConfigDict:
@@ -37,7 +37,7 @@ def get_config(spec: str = "") -> ml_collections.ConfigDict:
             "robot.py needs the robot file: --config=experiments/configs/robot.py:"
             "<path/to/robot.urdf>[,<preset>[,<method>]]"
         )
-    c = common.ik_config(os.path.abspath(path.strip()), preset.strip() or "quick")
+    c = presets.ik_config(os.path.abspath(path.strip()), preset.strip() or "quick")
     c.target.kwargs.root = ""
     c.target.kwargs.tip = ""
     c.target.kwargs.joint_names = ""

@@ -7,12 +7,12 @@ their stances, left gripper at the context. Usage: `--config=experiments/configs
 
 import ml_collections
 
-from experiments.configs import common
+from avips_jax import presets
 
 
 def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
-    """`preset` is "<preset>[,<method>]" as for every robot config (common.ik_config)."""
-    c = common.ik_config("talos", preset)
+    """`preset` is "<preset>[,<method>]" as for every robot config (presets.ik_config)."""
+    c = presets.ik_config("talos", preset)
     c.target.name = "talos"
     # The target's other settings keep their defaults (docs/math.md §8.2); override any field of
     # avips_jax.targets.TalosWholeBody with --config.target.kwargs.<field> after adding it here.
@@ -20,7 +20,7 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
     c.target.kwargs.gripper_std = 0.02  # metres: the left-gripper likelihood width
     c.model.init_std = 0.3
     preset = preset.partition(",")[0]
-    if preset in common.CPU_PRESETS:
+    if preset in presets.CPU_PRESETS:
         c.train.batch_contexts = 16
         c.train.samples_per_component = 4
     if preset == "precise":

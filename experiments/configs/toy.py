@@ -11,8 +11,8 @@ Override fields with e.g. `--config.train.num_steps=500`.
 
 import ml_collections
 
+from avips_jax import presets
 from avips_jax.config import thesis_config
-from experiments.configs import common
 
 TARGETS = ("moving_gmm", "spiral_gmm", "banana", "funnel")
 PRESETS = ("full", "quick", "test")
@@ -79,7 +79,7 @@ def _apply_preset(c: ml_collections.ConfigDict, preset: str) -> None:
 
 def get_config(spec: str = "moving_gmm") -> ml_collections.ConfigDict:
     """The config of "<target>[,<preset>]" (see the module docstring)."""
-    target, preset = common.split_spec(spec, PRESETS, "full")
+    target, preset = presets.split_spec(spec, PRESETS, "full")
     c = thesis_config()
     c.target.name = target or "moving_gmm"
     _target_settings(c, c.target.name)

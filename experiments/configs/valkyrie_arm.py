@@ -8,8 +8,8 @@ Usage: `--config=experiments/configs/valkyrie_arm.py` (preset "quick", the defau
 
 import ml_collections
 
-from experiments.configs import common
+from avips_jax import presets
 
 
 def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
-    return common.ik_config("valkyrie_arm", preset)
+    return presets.ik_config("valkyrie_arm", preset)

@@ -16,9 +16,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from avips_jax import checkpoint, model, networks
+from avips_jax import checkpoint, model, networks, presets
 from experiments import compare, compare_claims, compare_figure, compare_report, compare_table
-from experiments.configs import common, panda, talos
+from experiments.configs import panda, talos
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.usefixtures("fast_compiles")
@@ -282,7 +282,7 @@ def test_plot_solution_grid_writes_a_png(tmp_path):
 # --- configs, settings, parameters -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", common.METHODS)
+@pytest.mark.parametrize("method", presets.METHODS)
 def test_method_config_equals_the_config_file_spec(method):
     via_spec = panda.get_config(f"quick,{method}")
     ours = compare.method_config("panda", method, "quick")

@@ -4,9 +4,9 @@ import importlib
 
 import pytest
 
-from avips_jax import kinematics, targets
+from avips_jax import kinematics, presets, targets
 from avips_jax.config import validate_config
-from experiments.configs import common, planar, toy
+from experiments.configs import planar, toy
 
 # config module -> (target name, robot, context)
 ROBOT_CONFIGS = {
@@ -99,31 +99,31 @@ def test_planar_spec_parses_links_and_preset():
 
 
 def test_split_spec():
-    presets = ("quick", "full")
-    assert common.split_spec("", presets, "quick") == (None, "quick")
-    assert common.split_spec("a, full", presets, "quick") == ("a", "full")
+    choices = ("quick", "full")
+    assert presets.split_spec("", choices, "quick") == (None, "quick")
+    assert presets.split_spec("a, full", choices, "quick") == ("a", "full")
     with pytest.raises(ValueError, match="unknown preset 'b'"):
-        common.split_spec("a,b", presets, "quick")
+        presets.split_spec("a,b", choices, "quick")
     with pytest.raises(ValueError, match="must be"):
-        common.split_spec("quick,full", presets, "quick")
+        presets.split_spec("quick,full", choices, "quick")
 
 
 def test_method_variants_of_the_robot_configs():
     from avips_jax.config import validate_config
 
-    vanilla = common.ik_config("panda", "quick,vanilla_gmm")
+    vanilla = presets.ik_config("panda", "quick,vanilla_gmm")
     validate_config(vanilla)
     assert vanilla.method == "vanilla_gmm" and not vanilla.projection.enabled
     assert vanilla.model.initial_components == vanilla.model.num_components
-    single = common.ik_config("panda", "full,single_gaussian")
+    single = presets.ik_config("panda", "full,single_gaussian")
     assert single.model.num_components == 1 and single.projection.enabled
-    assert not common.ik_config("panda", "quick,single_gaussian_noproj").projection.enabled
+    assert not presets.ik_config("panda", "quick,single_gaussian_noproj").projection.enabled
     with pytest.raises(ValueError, match="unknown method 'gan2'"):
-        common.ik_config("panda", "quick,gan2")
+        presets.ik_config("panda", "quick,gan2")
     # The aVIPS-only component-loss share is set for aVIPS, never for the baselines.
-    assert common.ik_config("panda", "quick").train.uniform_component_share > 0
-    for method in common.METHODS[1:]:
-        assert common.ik_config("panda", f"quick,{method}").train.uniform_component_share == 0
+    assert presets.ik_config("panda", "quick").train.uniform_component_share > 0
+    for method in presets.METHODS[1:]:
+        assert presets.ik_config("panda", f"quick,{method}").train.uniform_component_share == 0
     vanilla.projection.enabled = True
     with pytest.raises(ValueError, match=r"switch off \['projection.enabled'\]"):
         validate_config(vanilla)
@@ -141,7 +141,7 @@ def test_method_variants_of_the_robot_configs():
 def test_robot_configs_project_means_and_covariances(name):
     """Every robot config trains aVIPS with the full KL projection, in its stable form
     (tests/test_covariance_projection_training.py)."""
-    for preset in common.PRESETS:
+    for preset in presets.PRESETS:
         c = _module(name).get_config(preset)
         assert c.projection.enabled and c.projection.covariance, preset
         assert c.projection.covariance_gradient == "stop" and c.projection.alpha == 1.0, preset
@@ -154,5 +154,5 @@ def test_quick_robot_configs_anneal_the_target_for_avips_and_the_vanilla_gmm(nam
         c = _module(name).get_config(f"quick,{method}")
         assert c.train.anneal_fraction == 0.8 and c.train.anneal_start == 0.01, method
         validate_config(c)
-    for preset in set(common.PRESETS) - {"quick"}:
+    for preset in set(presets.PRESETS) - {"quick"}:
         assert _module(name).get_config(preset).train.anneal_fraction == 0.0, preset

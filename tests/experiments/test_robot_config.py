@@ -4,12 +4,13 @@ anything is written, and run directories that keep their own copy of the robot f
 import hashlib
 import json
 import logging
+import shutil
 
 import numpy as np
 import pytest
 
-from avips_jax import checkpoint, robot_snapshot, run
-from experiments.configs import common, robot
+from avips_jax import checkpoint, presets, robot_snapshot, run
+from experiments.configs import robot
 from tests.experiments import cli
 from tests.targets.test_ik_robot import ARM, NO_MOTION
 
@@ -32,7 +33,7 @@ TINY = (
 
 
 def _config(path, *overrides):
-    return common.apply_overrides(robot.get_config(f"{path},quick"), TINY + overrides)
+    return presets.apply_overrides(robot.get_config(f"{path},quick"), TINY + overrides)
 
 
 @pytest.fixture
@@ -85,17 +86,39 @@ def test_the_cli_exits_non_zero_naming_the_problem(tmp_path):
     assert not workdir.exists()
 
 
-def test_a_run_keeps_and_uses_its_copy_of_the_robot_file(arm, tmp_path, caplog):
-    workdir = tmp_path / "run"
+@pytest.fixture(scope="module")
+def resumed_run(tmp_path_factory):
+    """A tiny run on arm4.urdf, interrupted after step 4; the original file is then edited (the
+    first link 1 m longer) and the run resumed to step 8. Returns (original, workdir, the log of
+    the resumed session)."""
+    home = tmp_path_factory.mktemp("own_robot")
+    arm = home / "arm4.urdf"
+    arm.write_text(ARM)
+    workdir = home / "run"
     config = _config(arm, "target.kwargs.tip=hand")
-    stop = {"at": 4}
 
     def interrupt(report):
-        if report.step == stop["at"]:
+        if report.step == 4:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         run.train_and_checkpoint(config, workdir, progress=False, on_step=interrupt)
+    arm.write_text(ARM.replace('<origin xyz="0 0 0.1"/>', '<origin xyz="0 0 1.1"/>'))
+    logger = logging.getLogger("avips_jax.robot_snapshot")
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger.addHandler(handler)
+    try:
+        result = run.train_and_checkpoint(config, workdir, progress=False)
+    finally:
+        logger.removeHandler(handler)
+    assert int(result.state.step) == 8
+    return arm, workdir, "\n".join(r.getMessage() for r in records)
+
+
+def test_a_run_keeps_and_uses_its_copy_of_the_robot_file(resumed_run, caplog):
+    arm, workdir, resume_log = resumed_run
     manifest = json.loads((workdir / "robot" / robot_snapshot.MANIFEST).read_text())
     assert manifest == {
         "original": str(arm),
@@ -103,31 +126,30 @@ def test_a_run_keeps_and_uses_its_copy_of_the_robot_file(arm, tmp_path, caplog):
         "file": "arm4.urdf",
     }
     assert (workdir / "robot" / "arm4.urdf").read_text() == ARM
-
-    # The original is edited (the first link 1 m longer): resuming warns and trains on the copy.
-    arm.write_text(ARM.replace('<origin xyz="0 0 0.1"/>', '<origin xyz="0 0 1.1"/>'))
-    stop["at"] = None
-    with caplog.at_level(logging.WARNING, logger="avips_jax.robot_snapshot"):
-        result = run.train_and_checkpoint(config, workdir, progress=False)
-    assert int(result.state.step) == 8
-    assert "has changed since the run started" in caplog.text
+    # The original was edited before the resume: the resumed session said so and used the copy.
+    assert "has changed since the run started" in resume_log
     trained = checkpoint.load_model(workdir)
     assert trained.target.robot_name == str((workdir / "robot" / "arm4.urdf").absolute())
     q = np.zeros((1, 4))
     z = float(np.asarray(trained.target.robot.end_effector_pose(q))[0, 2, 3])
     assert z == pytest.approx(0.3, abs=1e-6)  # 0.1 + 0.2 of the copy, not 1.3 of the edit
 
-    # Moved away: the run still loads, from its copy, and says so.
-    arm.unlink()
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="avips_jax.robot_snapshot"):
-        assert checkpoint.load_model(workdir).target.dim == 4
+
+def test_a_moved_original_still_loads_from_the_copy(resumed_run, tmp_path, caplog):
+    arm, workdir, _ = resumed_run
+    moved = shutil.copytree(workdir, tmp_path / "run")
+    arm.rename(tmp_path / "elsewhere.urdf")
+    try:
+        with caplog.at_level(logging.WARNING, logger="avips_jax.robot_snapshot"):
+            assert checkpoint.load_model(moved).target.dim == 4
+    finally:
+        (tmp_path / "elsewhere.urdf").rename(arm)
     assert "is gone; using the run's copy" in caplog.text
 
 
-def test_a_damaged_copy_is_refused(arm, tmp_path):
-    workdir = tmp_path / "run"
-    run.train_and_checkpoint(_config(arm, "target.kwargs.tip=hand"), workdir, progress=False)
-    (workdir / "robot" / "arm4.urdf").write_text(ARM + "<!-- edited -->")
+def test_a_damaged_copy_is_refused(resumed_run, tmp_path):
+    _, workdir, _ = resumed_run
+    damaged = shutil.copytree(workdir, tmp_path / "run")
+    (damaged / "robot" / "arm4.urdf").write_text(ARM + "<!-- edited -->")
     with pytest.raises(ValueError, match="does not match its sha256"):
-        checkpoint.load_model(workdir)
+        checkpoint.load_model(damaged)

@@ -1,7 +1,9 @@
-"""Shared pieces of the experiment configs: preset names and the IK config builder.
+"""The presets of the experiment configs: preset and method names, the IK config builder, the
+switches to each baseline, and "a.b=value" overrides.
 
-Every config file `experiments/configs/<name>.py` defines `get_config(arg)` where `arg` is the text
-after the colon of `--config=experiments/configs/<name>.py:<arg>`. The presets are
+Every config file `experiments/configs/<name>.py` (packaged as `avips_jax.experiments.configs`)
+defines `get_config(arg)` where `arg` is the text after the colon of
+`--config=experiments/configs/<name>.py:<arg>`, and builds on this module. The presets are
   quick: CPU-sized, trains in minutes (smoke runs, CI, laptops);
   full:  GPU-sized, paper scale (batch 512+ contexts, ~1e5 steps, K_max 16-32).
   precise (IK configs): the quick network and batch with sigma_pos = 2 mm and 30k steps, for the
