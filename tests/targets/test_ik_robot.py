@@ -104,6 +104,18 @@ def test_a_robot_without_movable_joints_is_refused(tmp_path):
         make_target("ik", robot_name=str(path))
 
 
+def test_a_disconnected_file_asks_for_a_root(tmp_path):
+    path = tmp_path / "two_trees.urdf"
+    path.write_text(
+        ARM.replace("</robot>", '<link name="table"/><link name="vase"/>'
+                    '<joint name="v" type="fixed"><parent link="table"/><child link="vase"/>'
+                    "</joint></robot>")
+    )  # fmt: skip
+    with pytest.raises(errors.ChainError, match=r"not connected \(root links base, table\)"):
+        ik_robot.load(str(path))
+    assert ik_robot.load(str(path), root="base", tip="hand").dof == 4
+
+
 def test_a_registered_robot_keeps_its_fixed_chain():
     assert make_target("ik", robot_name="panda").robot is kinematics.load_robot("panda")
     with pytest.raises(errors.KinematicsError, match="registered robot with a fixed chain"):
