@@ -1,16 +1,16 @@
-"""Stick-figure edges between chosen links of a robot, from its URDF's link tree."""
+"""Stick-figure edges between chosen links of a robot, from its robot file's link tree."""
 
 import functools
 from collections.abc import Sequence
 
-from avips_jax import kinematics
 from avips_jax.kinematics import robot as robot_lib
+from avips_jax.kinematics import robots
 
 
 @functools.cache
 def _parents(source: str) -> dict[str, str]:
-    """link -> parent link of the URDF file `source`."""
-    model = kinematics.load_urdf(source)
+    """link -> parent link of the robot file `source` (URDF or MJCF)."""
+    model = robots.load_model(source)
     return {link: joint.parent for link, joint in model.parent_joint.items()}
 
 
@@ -32,7 +32,7 @@ def edges(robot: robot_lib.Robot, links: Sequence[str]) -> tuple[tuple[int, int]
     """(parent index, child index) pairs joining each link to its nearest ancestor in `links`.
 
     Args:
-        robot: the robot (its URDF file gives the link tree; a robot built from a string is
+        robot: the robot (its robot file gives the link tree; a robot built from a string is
             treated as a serial chain in the order of `links`).
         links: link names; indices refer to this order.
     """

@@ -108,6 +108,7 @@ def test_limits_types_and_masses_come_from_mujoco(arm_file):
 def test_chain_selection_and_refusals_as_for_urdf(arm_file):
     target = make_target("ik", robot_name=str(arm_file), root="world", tip="tool")
     assert target.dim == 5
+    assert len(target.skeleton_edges) == len(target.skeleton_links) - 1  # the plots' stick figure
     locked = ik_robot.load(str(arm_file), root="world", tip="tool", locked="slide=0.01")
     assert locked.joint_names == ("j1", "j2", "j3", "j4")
     with pytest.raises(errors.ChainError, match="root links|leaf links"):
