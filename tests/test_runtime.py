@@ -1,9 +1,12 @@
 """avips_jax.runtime: the XLA:CPU safety flags are set by an explicit call, never by an import."""
 
+import ast
 import os
 import pathlib
+import re
 import subprocess
 import sys
+import textwrap
 
 from avips_jax import runtime
 
@@ -36,7 +39,28 @@ def test_importing_the_package_leaves_xla_flags_alone():
     assert out.stdout.strip() == "None"
 
 
+SET_FLAGS = "runtime.set_cpu_safety_flags()"
+
+
+def _first_statement(function_source: str) -> str:
+    """The first line of a function body after its docstring."""
+    body = function_source.split(":\n", 1)[1]
+    tree = ast.parse(textwrap.dedent(body))
+    first = tree.body[0]
+    if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+        first = tree.body[1]
+    return ast.unparse(first)
+
+
+def _function_source(path: pathlib.Path, name: str) -> str:
+    tree = ast.parse(path.read_text())
+    (node,) = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name]
+    return ast.get_source_segment(path.read_text(), node)
+
+
 def test_every_entry_point_sets_the_flags_first():
+    """Each `__main__` block, and each console command of setup.py, starts by setting the
+    flags: directly, or by calling a function (`cli`) whose first statement sets them."""
     mains = [
         p
         for folder in ("avips_jax", "experiments", "benchmarks", "tests")
@@ -47,4 +71,16 @@ def test_every_entry_point_sets_the_flags_first():
     for path in mains:
         after_guard = path.read_text().split(MAIN_GUARD, 1)[1]
         first = after_guard.strip().splitlines()[0]
-        assert first == "runtime.set_cpu_safety_flags()", (path, first)
+        called = re.fullmatch(r"(\w+)\(\)", first)
+        if called:
+            first = _first_statement(_function_source(path, called.group(1)))
+        assert first == SET_FLAGS, (path, first)
+    setup = (ROOT / "setup.py").read_text()
+    commands = re.findall(r'"[\w-]+ = avips_jax\.([\w.]+):(\w+)"', setup)
+    assert len(commands) >= 4, commands
+    for module, function in commands:
+        relative = pathlib.Path(*module.split(".")).with_suffix(".py")
+        # avips_jax.experiments ships from the top-level experiments/ folder (package_dir).
+        in_experiments = relative.parts[0] == "experiments"
+        path = ROOT / relative if in_experiments else ROOT / "avips_jax" / relative
+        assert _first_statement(_function_source(path, function)) == SET_FLAGS, (path, function)
