@@ -21,7 +21,16 @@ import pathlib
 import ml_collections
 import tensorboardX
 
-from avips_jax import checkpoint, fit, methods, refine, robot_snapshot, run_report, targets
+from avips_jax import (
+    checkpoint,
+    fit,
+    methods,
+    refine,
+    robot_snapshot,
+    run_lock,
+    run_report,
+    targets,
+)
 from avips_jax.settings import Settings
 
 HISTORY_FILE = "history.jsonl"
@@ -105,6 +114,8 @@ def train_and_checkpoint(
     Raises:
         ConfigMismatchError, checkpoint.CheckpointError, ValueError (bad config), TypeError
         (bad target settings): before anything is written.
+        run_lock.RunDirectoryBusyError: another process is training in `workdir` (its lock,
+            `train.lock`, names it); nothing is written.
     """
     workdir = pathlib.Path(workdir)
     settings = Settings.from_config(config)
@@ -113,6 +124,18 @@ def train_and_checkpoint(
     # A run trains on its own copy of a robot file (robot_snapshot): a resumed one reads it.
     target = targets.from_config(robot_snapshot.use_stored(config, workdir))
     trainer = methods.make_trainer(settings, target)  # its refusals come before any write
+    if step is not None and step >= settings.schedule.num_steps:
+        print(f"{workdir}: the run is complete ({step} of {settings.schedule.num_steps} steps).")
+        return None
+    workdir.mkdir(parents=True, exist_ok=True)
+    with run_lock.hold(workdir):  # one writer: another training process here fails at once
+        return _train_locked(config, settings, workdir, target, trainer, progress, on_step)
+
+
+def _train_locked(config, settings, workdir, target, trainer, progress, on_step):
+    """`train_and_checkpoint` once it holds the directory's lock: the directory is read again
+    (a run that finished meanwhile is left as it is), then trained from where it stands."""
+    step = check_workdir(workdir, config)
     t = settings.schedule
     state, records = None, fit.RunRecords()
     if step is not None:
@@ -122,7 +145,6 @@ def train_and_checkpoint(
             print(f"{workdir}: the run is complete ({step} of {t.num_steps} steps).")
             return None
         print(f"{workdir}: resuming from step {step} of {t.num_steps}.")
-    workdir.mkdir(parents=True, exist_ok=True)
     if not (workdir / checkpoint.CONFIG_FILE).exists():
         checkpoint.save_config(workdir, config)
     if step is None and robot_snapshot.store(workdir, config) is not None:

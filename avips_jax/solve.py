@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import jax
 import numpy as np
+from absl import logging as absl_logging
 
 from avips_jax import runtime
 from avips_jax.kinematics import errors as kinematics_errors
@@ -116,6 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def cli() -> None:
     """The `avips-solve` command (also `python -m avips_jax.solve`)."""
     runtime.set_cpu_safety_flags()
+    absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every file it reads at INFO
     sys.exit(main())
 
 

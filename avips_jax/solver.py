@@ -54,6 +54,21 @@ class IKSolver:
                 f"{self.target.name!r} (d={self.target.dim}, d_c={self.target.context_dim})"
             )
 
+    def __repr__(self) -> str:
+        """One line: robot, joints, contexts and the model's size (not its weights)."""
+        model = self.model
+        if isinstance(model, model_lib.AmortizedGMM):
+            described = (
+                f"AmortizedGMM({model.num_active} of {np.size(model.active)} components "
+                f"active, {model.num_parameters} parameters)"
+            )
+        else:
+            described = type(model).__name__
+        return (
+            f"IKSolver(robot={self.robot.name!r}, joints={self.robot.dof}, "
+            f"context={self.target.context!r}, model={described})"
+        )
+
     @classmethod
     def load(cls, workdir: str | os.PathLike, step: int | None = None) -> "IKSolver":
         """The solver of a training run directory (`checkpoint.load_model`).

@@ -12,7 +12,7 @@ import pathlib
 import sys
 
 import ml_collections
-from absl import app
+from absl import app, flags
 
 
 def _load_config_file(spec: str) -> ml_collections.ConfigDict:
@@ -70,12 +70,27 @@ def resolve_config_file(argv: list[str]) -> list[str]:
     return out
 
 
+def _flag_error_line(err: Exception) -> str:
+    """One line for absl's flag error: for a config file that failed to load (config_flags
+    wraps the traceback), the exception it ended in, e.g. "--config=panda.py:quik: ValueError:
+    unknown preset 'quik'; choose one of quick, full, precise"."""
+    message = str(err)
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    if "Error whilst parsing config file" in message and lines:
+        flag = lines[0].split(": Error whilst parsing config file", 1)[0].removeprefix("flag ")
+        return f"{flag}: {lines[-1]}"
+    return lines[0] if lines else message
+
+
 def parse_flags(argv: list[str]) -> list[str]:
-    """absl's flag parsing, with a clear message (exit code 1) for an unknown `--config.` key;
-    the config file may be named as `resolve_config_file` says."""
+    """absl's flag parsing with one-line errors (exit code 1): an unknown `--config.` key, a
+    config file that fails to load (a mistyped preset); the config file may be named as
+    `resolve_config_file` says."""
     argv = resolve_config_file(argv)
     try:
-        return app.parse_flags_with_usage(argv)
+        return flags.FLAGS(argv)
+    except flags.Error as err:  # e.g. the config file's get_config raised: one line, not a dump
+        sys.exit(f"error: {_flag_error_line(err)}")
     except (AttributeError, KeyError) as err:  # raised by config_flags for a missing field
         try:
             problems = _unknown_config_keys(argv)

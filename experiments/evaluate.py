@@ -12,7 +12,7 @@ is written.
 import pathlib
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from avips_jax import checkpoint, refine, run_report, runtime
 
@@ -35,6 +35,8 @@ def define_flags() -> None:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # orbax logs every file it reads at INFO
     workdir = pathlib.Path(FLAGS.workdir)
     try:
         run = checkpoint.load_model(workdir, FLAGS.step)

@@ -16,7 +16,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from avips_jax import run, run_report, runtime
+from avips_jax import run, run_lock, run_report, runtime
 
 from . import cli_flags
 
@@ -53,7 +53,13 @@ def main(argv):
                 run.train_and_checkpoint(FLAGS.config, FLAGS.workdir, progress=FLAGS.progress),
                 None,
             )
-    except (ValueError, TypeError, KeyError, FileNotFoundError) as err:
+    except (
+        ValueError,
+        TypeError,
+        KeyError,
+        FileNotFoundError,
+        run_lock.RunDirectoryBusyError,
+    ) as err:
         sys.exit(f"error: {err}")
     if result is not None:
         last = result.history[-1] if result.history else {}

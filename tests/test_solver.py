@@ -59,6 +59,13 @@ def pose_solver():
     return IKSolver(target, model)
 
 
+def test_repr_is_one_short_line(run_dir):
+    _, solver = run_dir
+    text = repr(solver)
+    assert text.startswith("IKSolver(robot='panda', joints=7, context='position', model=")
+    assert "\n" not in text and len(text) < 200 and "components active" in text
+
+
 def test_load_gives_the_in_memory_solver(run_dir):
     workdir, solver = run_dir
     loaded = IKSolver.load(workdir)

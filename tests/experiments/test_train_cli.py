@@ -165,7 +165,11 @@ def test_bad_config_fails_with_a_clear_message_and_writes_nothing(tmp_path, args
     assert not workdir.exists()
 
 
-def test_unknown_preset_fails(tmp_path):
+def test_unknown_preset_fails_in_one_line(tmp_path):
     proc = _cli("--config=experiments/configs/panda.py:huge", f"--workdir={tmp_path / 'run'}")
     assert proc.returncode == 1
-    assert "unknown preset 'huge'; choose one of quick, full" in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: --config=experiments/configs/panda.py:huge: ValueError: unknown preset 'huge'; "
+        "choose one of quick, full, precise"
+    )
+    assert "Traceback" not in proc.stderr
