@@ -18,7 +18,7 @@ import jax
 import numpy as np
 from absl import logging as absl_logging
 
-from avips_jax import runtime
+from avips_jax import ik_evaluation, ik_metrics, runtime
 from avips_jax.kinematics import errors as kinematics_errors
 from avips_jax.solver import IKSolver
 
@@ -51,27 +51,48 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def format_table(solver: IKSolver, target: np.ndarray, q: np.ndarray) -> str:
-    """The table of one target's samples q (n, dof): joints (rad) and errors."""
-    errors = {"pos_err_mm": 1e3 * np.asarray(solver.target.position_error(q, target[None]))}
+def tolerances(refined: bool) -> tuple[float, float]:
+    """(position m, orientation rad) within which a sample reaches its target: the evaluation's
+    success thresholds, refined (1 mm, 0.1 deg) or raw (1 cm, 2 deg)."""
+    if refined:
+        return ik_metrics.SUCCESS_REFINED_M, ik_evaluation.SUCCESS_REFINED_RAD
+    return ik_metrics.SUCCESS_RAW_M, ik_evaluation.SUCCESS_RAW_RAD
+
+
+def format_table(
+    solver: IKSolver, target: np.ndarray, q: np.ndarray, refined: bool = False
+) -> tuple[str, int]:
+    """The table of one target's samples q (n, dof): joints (rad), errors and whether each
+    reaches the target (`tolerances`); returns (text, number of samples that reach it)."""
+    tol_m, tol_rad = tolerances(refined)
+    pos = 1e3 * np.asarray(solver.target.position_error(q, target[None]))
+    errors = {"pos_err_mm": pos}
+    reached = pos <= 1e3 * tol_m
     if solver.context == "pose":
-        angle = solver.target.orientation_error(q, target[None])
-        errors["rot_err_deg"] = np.degrees(np.asarray(angle))
+        angle = np.asarray(solver.target.orientation_error(q, target[None]))
+        errors["rot_err_deg"] = np.degrees(angle)
+        reached &= angle <= tol_rad
     header = [f"{f'q{i + 1}':>8s}" for i in range(q.shape[-1])] + [f"{k:>11s}" for k in errors]
     lines = [
         f"target {np.array2string(target, precision=4, separator=', ')}",
-        "   # " + " ".join(header),
+        "   # " + " ".join(header) + "  reached",
     ]
     for i, row in enumerate(q):
         cells = [f"{a:8.4f}" for a in row] + [f"{v[i]:11.4f}" for v in errors.values()]
-        lines.append(f"{i:4d} " + " ".join(cells))
-    pos = errors["pos_err_mm"]
-    lines.append(f"position error (mm): median {np.median(pos):.4f}, max {np.max(pos):.4f}")
-    return "\n".join(lines)
+        lines.append(f"{i:4d} " + " ".join(cells) + ("  yes" if reached[i] else "  NO"))
+    within = f"{1e3 * tol_m:g} mm" + (
+        f" and {np.degrees(tol_rad):g} deg" if solver.context == "pose" else ""
+    )
+    lines.append(
+        f"position error (mm): median {np.median(pos):.4f}, max {np.max(pos):.4f}; "
+        f"{int(np.sum(reached))} of {len(q)} samples reach the target (within {within})"
+    )
+    return "\n".join(lines), int(np.sum(reached))
 
 
-def run(args: argparse.Namespace) -> None:
-    """Loads the run, samples and prints (exceptions propagate)."""
+def run(args: argparse.Namespace) -> int:
+    """Loads the run, samples and prints; returns the exit code: 0, or 2 when no sample reached
+    some target (it may be out of reach; the message names it). Other errors propagate."""
     solver = IKSolver.load(args.workdir, args.step)
     d_c = solver.target.context_dim
     for values in args.target:
@@ -96,8 +117,21 @@ def run(args: argparse.Namespace) -> None:
         f"{'refined' if args.refine else 'raw'} samples); joints q1..q{robot.dof} = "
         + ", ".join(robot.joint_names)
     )
+    missed = []
     for target, q_target in zip(targets, q, strict=True):
-        print(format_table(solver, target, q_target))
+        text, num_reached = format_table(solver, target, q_target, refined=args.refine)
+        print(text)
+        if num_reached == 0:
+            missed.append(np.array2string(target, precision=4, separator=", "))
+    if missed:
+        hint = "" if args.refine else " (try --refine)"
+        print(
+            f"error: no sample reached target(s) {'; '.join(missed)}{hint}; out of reach, or "
+            "too far from the model's training distribution",
+            file=sys.stderr,
+        )
+        return 2
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -106,12 +140,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.num_samples < 1:
         _parser().error(f"-n must be >= 1, got {args.num_samples}")
     try:
-        run(args)
+        return run(args)
     except (ValueError, FileNotFoundError, kinematics_errors.KinematicsError) as err:
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"error: {message}", file=sys.stderr)
         return 1
-    return 0
 
 
 def cli() -> None:

@@ -190,12 +190,28 @@ def test_cli_prints_a_table(run_dir, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith(f"run {workdir} (panda, position contexts, refined samples)")
     assert out[1] == "target [0.4, 0.1, 0.6]" and out[20] == "target [ 0.3, -0.3,  0.3]"
-    assert out[2].split() == ["#", "q1", "q2", "q3", "q4", "q5", "q6", "q7", "pos_err_mm"]
+    header = ["#", "q1", "q2", "q3", "q4", "q5", "q6", "q7", "pos_err_mm", "reached"]
+    assert out[2].split() == header
     rows = [line.split() for line in out[3:19]]
-    assert [int(r[0]) for r in rows] == list(range(16)) and all(len(r) == 9 for r in rows)
-    assert out[19].startswith("position error (mm): median")
-    errors_mm = np.array([float(r[-1]) for r in rows])
+    assert [int(r[0]) for r in rows] == list(range(16)) and all(len(r) == 10 for r in rows)
+    errors_mm = np.array([float(r[-2]) for r in rows])
     assert np.median(errors_mm) < 0.1
+    reached = [r[-1] for r in rows]
+    assert reached == ["yes" if e <= 1.0 else "NO" for e in errors_mm]
+    assert out[19].startswith("position error (mm): median") and out[19].endswith(
+        f"; {reached.count('yes')} of 16 samples reach the target (within 1 mm)"
+    )
+
+
+def test_cli_exits_2_naming_a_target_no_sample_reached(run_dir, capsys):
+    workdir, _ = run_dir  # an untrained model: its raw samples miss by far more than 1 cm
+    argv = ["--workdir", str(workdir), "-n", "4", "--target", "0.4", "0.1", "0.6"]
+    assert solve.main(argv) == 2
+    captured = capsys.readouterr()
+    assert "0 of 4 samples reach the target (within 10 mm)" in captured.out
+    assert captured.err.startswith(
+        "error: no sample reached target(s) [0.4, 0.1, 0.6] (try --refine)"
+    )
 
 
 @pytest.mark.parametrize(

@@ -68,7 +68,9 @@ def _venv(path: pathlib.Path, wheel: pathlib.Path, with_deps: bool) -> pathlib.P
     return path / "bin"
 
 
-def _run(bin_dir: pathlib.Path, cwd: pathlib.Path, *args: str) -> subprocess.CompletedProcess:
+def _run(
+    bin_dir: pathlib.Path, cwd: pathlib.Path, *args: str, codes: tuple[int, ...] = (0,)
+) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
     out = subprocess.run(
@@ -79,7 +81,7 @@ def _run(bin_dir: pathlib.Path, cwd: pathlib.Path, *args: str) -> subprocess.Com
         text=True,
         timeout=900,
     )
-    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.returncode in codes, out.stdout + out.stderr
     return out
 
 
@@ -109,8 +111,11 @@ def _train_evaluate_solve(bin_dir: pathlib.Path, home: pathlib.Path) -> None:
         "--nolatency",
     )
     assert (home / "run" / "metrics.json").is_file(), evaluate.stdout
-    solve = _run(bin_dir, home, "avips-solve", "--workdir=run", "--target", "0.3", "0", "0.3")
-    assert "position error (mm)" in solve.stdout
+    # A 4-step model: exit 2 (no sample reached the target) is as right as 0 here.
+    solve = _run(
+        bin_dir, home, "avips-solve", "--workdir=run", "--target", "0.3", "0", "0.3", codes=(0, 2)
+    )
+    assert "samples reach the target" in solve.stdout
 
 
 def test_the_wheel_trains_evaluates_and_solves_outside_the_checkout(wheel, tmp_path):
