@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from avips_jax import hardware
 from avips_jax import model as model_lib
 from avips_jax.kinematics import robot as robot_lib
 from avips_jax.targets import base
@@ -159,7 +160,9 @@ class IKSolver:
 
         Raises:
             ValueError, WorkspaceError: see `check_targets`; n < 1; latent_scale not a
-                finite number > 0.
+                finite number > 0; a request that cannot fit in the device's free memory
+                (`memory_estimate_bytes`: the message gives the size and the largest n that
+                fits), refused before anything is allocated.
         """
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
             raise ValueError(f"n must be an integer >= 1, got {n!r}")
@@ -167,6 +170,7 @@ class IKSolver:
             raise ValueError(f"num_iterations must be an integer >= 0, got {num_iterations!r}")
         single = np.ndim(targets) == 1
         contexts = jnp.asarray(self.check_targets(targets), jnp.float32)
+        self._check_fits_in_memory(contexts.shape[0], int(n), bool(refine))
         if isinstance(key, int | np.integer):
             key = jax.random.key(int(key))
         q = _sample(
@@ -180,6 +184,27 @@ class IKSolver:
             num_iterations=jnp.asarray(num_iterations, jnp.int32),
         )
         return q[0] if single else q
+
+    def memory_estimate_bytes(self, num_targets: int, n: int, refine: bool) -> int:
+        """An upper estimate of the memory one `sample` call needs (bytes): per sample, float32
+        draws of every component, and for refinement the Jacobian, normal matrix and FK
+        intermediates of Levenberg-Marquardt."""
+        d, k = self.target.dim, int(np.size(self.model.active))
+        per_sample = d * (k + 8) + ((6 * d + d * d + 64) * 4 if refine else 0)
+        return 4 * int(num_targets) * int(n) * per_sample
+
+    def _check_fits_in_memory(self, num_targets: int, n: int, refine: bool) -> None:
+        """ValueError naming the size where `memory_estimate_bytes` exceeds the free memory."""
+        need = self.memory_estimate_bytes(num_targets, n, refine)
+        free = hardware.available_memory_bytes()
+        if free is None or need <= free:
+            return
+        per_n = max(self.memory_estimate_bytes(num_targets, 1, refine), 1)
+        raise ValueError(
+            f"sampling n={n} for {num_targets} target(s){' with refinement' if refine else ''} "
+            f"needs about {need / 2**30:.1f} GiB, more than the {free / 2**30:.1f} GiB free: "
+            f"ask for at most n={max(free // per_n, 1)} per call"
+        )
 
 
 @functools.partial(jax.jit, static_argnames=("target", "n", "refine", "clamp"))

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from avips_jax import checkpoint, fit, networks, rotations, solve, train
+from avips_jax import checkpoint, fit, hardware, networks, rotations, solve, train
 from avips_jax import model as model_lib
 from avips_jax.config import default_config
 from avips_jax.refine import refine
@@ -64,6 +64,16 @@ def test_repr_is_one_short_line(run_dir):
     text = repr(solver)
     assert text.startswith("IKSolver(robot='panda', joints=7, context='position', model=")
     assert "\n" not in text and len(text) < 200 and "components active" in text
+
+
+def test_a_request_that_cannot_fit_in_memory_is_refused_up_front(run_dir):
+    _, solver = run_dir
+    free = hardware.available_memory_bytes()
+    assert free is not None and free > 0
+    n = int(2 * free // solver.memory_estimate_bytes(1, 1, refine=True)) + 1
+    with pytest.raises(ValueError, match=r"n=\d+ for 1 target\(s\) with refinement needs about "):
+        solver.sample(jax.random.key(0), TARGETS[0], n=n, refine=True)
+    assert solver.memory_estimate_bytes(2, 250, refine=True) < free  # the usual request fits
 
 
 def test_load_gives_the_in_memory_solver(run_dir):
