@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from avips_jax import evaluation, fit, gmm, train
+from avips_jax import evaluation, fit, gmm, methods, targets, train
 from avips_jax.settings import Settings
 from avips_jax.targets import toy
 from experiments.configs import toy as toy_configs
@@ -84,10 +84,13 @@ def test_removal_prunes_surplus_components():
 @pytest.mark.usefixtures("fast_compiles")  # three 5-step runs: compilation is the cost
 def test_same_seed_same_result():
     a = fit.fit(_small_config(), progress=False)
-    b = fit.fit(_small_config(), progress=False)
+    target = targets.from_config(_small_config())
+    trainer = methods.make_trainer(_small_config(), target)  # built anew, shared with c below
+    b = fit.fit(_small_config(), target=target, trainer=trainer, progress=False)
     for x, y in zip(jax.tree.leaves(a.state.params), jax.tree.leaves(b.state.params), strict=True):
         np.testing.assert_array_equal(x, y)
-    c = fit.fit(_small_config(seed=1), progress=False)
+    # The seed reaches the state and the contexts, not the trainer: c reuses b's compiled step.
+    c = fit.fit(_small_config(seed=1), target=target, trainer=trainer, progress=False)
     assert not np.allclose(
         a.state.params["gate"]["head"]["bias"], c.state.params["gate"]["head"]["bias"]
     )
