@@ -1,5 +1,6 @@
 """What machine a result came from, for the headers of results and benchmark files."""
 
+import os
 import pathlib
 import platform
 
@@ -20,9 +21,7 @@ def available_memory_bytes(device=None) -> int | None:
     """Memory free for new arrays on `device` (default: JAX's first device), in bytes: the
     accelerator's limit minus what is in use, or for a CPU the system's available physical
     memory; None where neither is known."""
-    import os
-
-    import jax
+    import jax  # here: the result headers that use this module need no JAX
 
     device = jax.devices()[0] if device is None else device
     stats = device.memory_stats() if hasattr(device, "memory_stats") else None

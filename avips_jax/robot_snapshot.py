@@ -88,13 +88,13 @@ def use_stored(
         logger.warning(
             "%s: the robot file %s is gone; using the run's copy %s", workdir, original, copy
         )
-    elif sha256(original) != manifest["sha256"]:
+    elif (now := sha256(original)) != manifest["sha256"]:
         logger.warning(
             "%s: the robot file %s has changed since the run started (sha256 %s, was %s); "
             "using the run's copy %s, as trained",
             workdir,
             original,
-            sha256(original)[:12],
+            now[:12],
             manifest["sha256"][:12],
             copy,
         )

@@ -139,7 +139,8 @@ def _to_model(model, source: str, has_masses: bool) -> urdf.UrdfModel:
     for b in range(1, model.nbody):
         parent = bodies[int(model.body_parentid[b])]
         placement = _transform(_quat_matrix(model.body_quat[b]), model.body_pos[b])
-        own = [j for j in range(model.njnt) if int(model.jnt_bodyid[j]) == b]
+        start = int(model.body_jntadr[b])  # a body's joints are contiguous (-1: none)
+        own = range(start, start + int(model.body_jntnum[b])) if start >= 0 else range(0)
         previous_anchor = np.zeros(3)
         for i, j in enumerate(own):
             anchor = np.array(model.jnt_pos[j], np.float64)

@@ -95,7 +95,7 @@ def build_tree(
     root = _default_root(model) if root is None else root
     _check_links(model, [root], "root")
     subtree = _subtree(model, root)
-    tips = tuple(_leaves(model, subtree) if tips is None else tips)
+    tips = tuple(leaf_links(model, root) if tips is None else tips)
     if not tips:
         raise errors.ChainError("no tip links given")
     _check_links(model, tips, "tip")
@@ -155,6 +155,11 @@ def _subtree(model: urdf.UrdfModel, root: str) -> list[str]:
         order.append(link)
         stack.extend(j.child for j in reversed(children[link]))
     return order
+
+
+def leaf_links(model: urdf.UrdfModel, root: str) -> list[str]:
+    """The links without children below (and including) `root`, depth first in file order."""
+    return _leaves(model, _subtree(model, root))
 
 
 def _leaves(model: urdf.UrdfModel, subtree: list[str]) -> list[str]:

@@ -25,8 +25,9 @@ from avips_jax import kinematics
 from avips_jax.kinematics import errors, urdf
 from avips_jax.kinematics import robot as robot_lib
 from avips_jax.kinematics import robots as robots_lib
+from avips_jax.kinematics import tree as tree_lib
 
-__all__ = ["leaf_links", "load", "parse_joint_values", "parse_names"]
+__all__ = ["load", "parse_joint_values", "parse_names"]
 
 # A dof "moves the tip" if some sampled configuration gives its column of the 6-D Jacobian a norm
 # above this (m or rad per unit of the joint).
@@ -62,20 +63,6 @@ def parse_joint_values(spec: str) -> dict[str, float]:
             raise ValueError(f"joint {name!r} is locked twice in {spec!r}")
         values[name] = value
     return values
-
-
-def leaf_links(model: urdf.UrdfModel, root: str) -> list[str]:
-    """The links without children below (and including) `root`, depth first in file order."""
-    children: dict[str, list[str]] = {link: [] for link in model.links}
-    for joint in model.joints.values():
-        children[joint.parent].append(joint.child)
-    leaves, stack = [], [root]
-    while stack:
-        link = stack.pop()
-        if not children[link]:
-            leaves.append(link)
-        stack.extend(reversed(children[link]))
-    return leaves
 
 
 @functools.cache
@@ -123,7 +110,7 @@ def _single_leaf(model: urdf.UrdfModel, root: str | None, robot: str) -> str:
         raise errors.UnknownLinkError(
             f"unknown root link {start!r} in {robot} (links: {', '.join(model.links)})"
         )
-    leaves = leaf_links(model, start)
+    leaves = tree_lib.leaf_links(model, start)
     if len(leaves) != 1:
         raise errors.ChainError(
             f"{robot}: {len(leaves)} leaf links below {start!r} ({', '.join(leaves)}); choose the "

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from avips_jax import kinematics
-from avips_jax.kinematics import errors, robots
+from avips_jax.kinematics import errors, robots, tree
 from avips_jax.targets import ik_robot, make_target
 
 # A hand-written 4-joint arm with a gripper finger and a camera: three leaf links below "base".
@@ -57,7 +57,7 @@ def test_parse_names_and_joint_values():
 def test_several_leaves_and_no_tip_asks_for_one_listing_them(arm):
     with pytest.raises(errors.ChainError, match=r"3 leaf links below 'base' \(finger, floating"):
         ik_robot.load(arm)
-    assert ik_robot.leaf_links(kinematics.load_urdf(arm), "l3") == ["finger"]
+    assert tree.leaf_links(kinematics.load_urdf(arm), "l3") == ["finger"]
 
 
 def test_tip_root_joint_subset_and_locks_choose_the_chain(arm):
