@@ -13,9 +13,20 @@ whole TrainState as item "state" plus a JSON item "records" with the loop's host
 Atomicity: orbax writes a step into `<step>.orbax-checkpoint-tmp*` and renames it when complete;
 such temporary directories, and any step directory that lacks one of the files a finished save
 writes, are never taken for a checkpoint.
+
+Integrity, checked by every restore (`CorruptCheckpointError`, one line naming the checkpoint):
+- `files.sha256.json`, the SHA-256 of every file of the step directory, written once orbax has
+  finished; checked before orbax reads anything, so flipped bits, truncated or missing files are
+  named without TensorStore's error output;
+- the item "digest", a SHA-256 over the state's arrays (path, dtype, shape and bytes of each
+  leaf) and the records, computed before writing and saved atomically with them; `restore`
+  recomputes it from what it read (a save killed before its checksum file still has this).
+Checkpoints written before these existed load unverified. A state holding NaN or infinity is
+never saved (`loop.DivergenceError`), and `load_model` refuses one.
 """
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -29,7 +40,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from avips_jax import methods, robot_snapshot, targets, train
+from avips_jax import loop, methods, robot_snapshot, targets, train
 from avips_jax.config import thesis_config
 from avips_jax.settings import Settings
 
@@ -37,13 +48,19 @@ logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
-_STATE, _RECORDS = "state", "records"
+_STATE, _RECORDS, _DIGEST = "state", "records", "digest"
+_FILE_CHECKSUMS = "files.sha256.json"
 # Files every finished save writes (relative to the step directory).
 _COMPLETE_MARKERS = ("_CHECKPOINT_METADATA", f"{_STATE}/_METADATA", _RECORDS)
 
 
 class CheckpointError(ValueError):
     """A checkpoint or config file exists but cannot be read (corrupt, or from another config)."""
+
+
+class CorruptCheckpointError(CheckpointError):
+    """A checkpoint's files are damaged: unreadable, or their content does not match the digest
+    written with them."""
 
 
 class CheckpointNotFoundError(FileNotFoundError):
@@ -79,7 +96,7 @@ def checkpoint_dir(workdir: str | os.PathLike) -> pathlib.Path:
 def _manager(workdir, keep: int):
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False)
     return ocp.CheckpointManager(
-        checkpoint_dir(workdir), options=options, item_names=(_STATE, _RECORDS)
+        checkpoint_dir(workdir), options=options, item_names=(_STATE, _RECORDS, _DIGEST)
     )
 
 
@@ -141,10 +158,12 @@ def save(
 
     Raises:
         ValueError: if a checkpoint of that step exists already or keep < 1.
+        loop.DivergenceError: `state` holds a NaN or an infinity (nothing is written).
     """
     if keep < 1:
         raise ValueError(f"keep must be >= 1, got {keep}")
     step = int(state.step)
+    loop.check_finite_state(state, step)
     path = checkpoint_dir(workdir) / str(step)
     if path.exists() and _is_complete(path):
         raise ValueError(f"checkpoint {path} exists already")
@@ -157,13 +176,52 @@ def save(
                 **{
                     _STATE: ocp.args.StandardSave(state),
                     _RECORDS: ocp.args.JsonSave(records or {}),
+                    _DIGEST: ocp.args.JsonSave({"sha256": digest(state, records or {})}),
                 }
             ),
         )
         mngr.wait_until_finished()
     finally:
         mngr.close()
+    _write_file_checksums(checkpoint_dir(workdir) / str(step))
     return step
+
+
+def _file_checksums(step_dir: pathlib.Path) -> dict[str, str]:
+    """SHA-256 of every file under `step_dir` (but the checksum file), by relative path."""
+    return {
+        str(path.relative_to(step_dir)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(step_dir.rglob("*"))
+        if path.is_file() and path.name != _FILE_CHECKSUMS
+    }
+
+
+def _write_file_checksums(step_dir: pathlib.Path) -> None:
+    write_atomic(step_dir / _FILE_CHECKSUMS, json.dumps(_file_checksums(step_dir), indent=0))
+
+
+def _verify_files(step_dir: pathlib.Path) -> None:
+    """CorruptCheckpointError naming the first file under `step_dir` that is missing or differs
+    from the checksum written after the save (checked before orbax reads anything, so damaged
+    files never reach TensorStore; a checkpoint without the checksum file passes)."""
+    path = step_dir / _FILE_CHECKSUMS
+    if not path.is_file():
+        return
+    try:
+        expected = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CorruptCheckpointError(
+            f"checkpoint {step_dir} is damaged: {path.name}: {err}"
+        ) from err
+    for name, digest_hex in expected.items():
+        file = step_dir / name
+        if not file.is_file():
+            raise CorruptCheckpointError(f"checkpoint {step_dir} is damaged: {name} is missing")
+        if hashlib.sha256(file.read_bytes()).hexdigest() != digest_hex:
+            raise CorruptCheckpointError(
+                f"checkpoint {step_dir} is damaged: {name} does not match the checksum written "
+                "with it"
+            )
 
 
 def _step_to_restore(workdir, step: int | None) -> int:
@@ -179,9 +237,25 @@ def _step_to_restore(workdir, step: int | None) -> int:
     return step
 
 
+def digest(state: Any, records: dict[str, Any]) -> str:
+    """SHA-256 (hex) over every leaf of `state` (its path, dtype, shape and bytes, in tree order)
+    and the canonical JSON of `records`: what `save` writes and `restore` checks."""
+    h = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_flatten_with_path(jax.device_get(state))[0]:
+        a = np.ascontiguousarray(np.asarray(leaf))
+        h.update(f"{jax.tree_util.keystr(path)}:{a.dtype}:{a.shape};".encode())
+        h.update(a.tobytes())
+    h.update(json.dumps(records, sort_keys=True).encode())
+    return h.hexdigest()
+
+
 def _checkpointer() -> ocp.Checkpointer:
     handler = ocp.CompositeCheckpointHandler(
-        **{_STATE: ocp.StandardCheckpointHandler(), _RECORDS: ocp.JsonCheckpointHandler()}
+        **{
+            _STATE: ocp.StandardCheckpointHandler(),
+            _RECORDS: ocp.JsonCheckpointHandler(),
+            _DIGEST: ocp.JsonCheckpointHandler(),
+        }
     )
     return ocp.Checkpointer(handler)
 
@@ -208,29 +282,53 @@ def _check_fits(checkpointer, path: pathlib.Path, like_state) -> None:
             )
 
 
-def _restore_items(workdir, step: int | None, args: dict) -> tuple[int, Any]:
+def _first_line(err: BaseException, limit: int = 200) -> str:
+    """`Type: message` of `err` on one line (TensorStore messages run over many)."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def _restore_items(workdir, step: int | None, like_state) -> tuple[int, Any, dict]:
+    """(step, state or None, records) of a checkpoint; with `like_state`, the state is restored
+    and checked against the checkpoint's digest (where it has one)."""
     step = _step_to_restore(workdir, step)
     path = checkpoint_dir(workdir) / str(step)
     checkpointer = _checkpointer()
+    args = {_RECORDS: ocp.args.JsonRestore()}
+    if like_state is not None:
+        args[_STATE] = ocp.args.StandardRestore(like_state)
+        if (path / _DIGEST).exists():
+            args[_DIGEST] = ocp.args.JsonRestore()
     try:
-        if _STATE in args:
-            _check_fits(checkpointer, path, args[_STATE].item)
-        return step, checkpointer.restore(path, args=ocp.args.Composite(**args))
+        _verify_files(path)
+        if like_state is not None:
+            _check_fits(checkpointer, path, like_state)
+        items = checkpointer.restore(path, args=ocp.args.Composite(**args))
     except CheckpointError:
         raise
     except Exception as err:  # orbax / tensorstore raise many types for damaged files
-        raise CheckpointError(
-            f"cannot restore checkpoint {path} ({type(err).__name__}: {err}); delete that "
-            "directory to fall back to an earlier checkpoint"
+        raise CorruptCheckpointError(
+            f"checkpoint {path} is damaged and cannot be read ({_first_line(err)})"
         ) from err
     finally:
         checkpointer.close()
+    records = dict(items[_RECORDS] or {})
+    state = items[_STATE] if like_state is not None else None
+    if _DIGEST in args:
+        saved = dict(items[_DIGEST] or {}).get("sha256")
+        if saved != digest(state, records):
+            raise CorruptCheckpointError(
+                f"checkpoint {path} is damaged: its content does not match the checksum "
+                "written with it"
+            )
+    return step, state, records
 
 
 def restore(
     workdir: str | os.PathLike, like_state: train.TrainState, step: int | None = None
 ) -> train.TrainState:
-    """Reads a TrainState saved by `save`.
+    """Reads a TrainState saved by `save`, verified against its digest.
 
     Args:
         workdir: the run directory.
@@ -240,15 +338,23 @@ def restore(
 
     Raises:
         CheckpointNotFoundError: no (such) checkpoint.
-        CheckpointError: the files are damaged or do not fit `like_state`.
+        CorruptCheckpointError: the files are damaged (unreadable, or not what was written).
+        CheckpointError: the checkpoint does not fit `like_state`.
     """
-    return _restore_items(workdir, step, {_STATE: ocp.args.StandardRestore(like_state)})[1][_STATE]
+    return _restore_items(workdir, step, like_state)[1]
+
+
+def restore_with_records(
+    workdir: str | os.PathLike, like_state: train.TrainState, step: int | None = None
+) -> tuple[int, train.TrainState, dict[str, Any]]:
+    """(step, state, records) of one checkpoint, both verified against its digest (errors as
+    `restore`)."""
+    return _restore_items(workdir, step, like_state)
 
 
 def restore_records(workdir: str | os.PathLike, step: int | None = None) -> dict[str, Any]:
-    """The JSON `records` saved with a checkpoint (same errors as `restore`)."""
-    records = _restore_items(workdir, step, {_RECORDS: ocp.args.JsonRestore()})[1][_RECORDS]
-    return dict(records or {})
+    """The JSON `records` saved with a checkpoint, unverified (same errors as `restore`)."""
+    return _restore_items(workdir, step, None)[2]
 
 
 def write_atomic(path: pathlib.Path, text: str) -> None:
@@ -369,7 +475,9 @@ def load_model(workdir: str | os.PathLike, step: int | None = None) -> TrainedRu
 
     Raises:
         CheckpointNotFoundError: no config or no (such) checkpoint.
-        CheckpointError: damaged files.
+        CorruptCheckpointError: damaged files.
+        CheckpointError: a checkpoint that does not fit the config, or whose parameters hold NaN
+            or infinity (a run that diverged before it was saved).
     """
     workdir = pathlib.Path(workdir)
     if not workdir.is_dir():
@@ -380,6 +488,13 @@ def load_model(workdir: str | os.PathLike, step: int | None = None) -> TrainedRu
     target = targets.from_config(robot_snapshot.use_stored(config, workdir))
     trainer = methods.make_trainer(settings, target)
     state = restore(workdir, abstract_state(trainer), step)
+    bad = loop.nonfinite_leaves(state)
+    if bad:
+        raise CheckpointError(
+            f"checkpoint {checkpoint_dir(workdir) / str(int(state.step))} holds non-finite values "
+            f"(in {', '.join(bad[:3])}): the run had diverged; load an earlier step "
+            f"(available: {all_steps(workdir)})"
+        )
     model = trainer.model(state)
     return TrainedRun(
         config=config,

@@ -22,7 +22,7 @@ import numpy as np
 import tqdm
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from avips_jax import gmm, networks, targets, train
+from avips_jax import gmm, networks, pytree, targets, train
 from avips_jax.settings import Schedule, Settings
 from avips_jax.streams import Stream
 
@@ -37,6 +37,17 @@ Adapt = Callable[[Any, chex.Array, chex.PRNGKey, int], tuple[Any, list[dict]]]
 
 class NonFiniteContextError(ValueError):
     """A context of the batch is NaN or infinite."""
+
+
+class DivergenceError(RuntimeError):
+    """The run diverged: its state became non-finite, or its updates kept being skipped (more
+    than `MAX_CONSECUTIVE_SKIPPED` in a row) for a non-finite loss, gradient or target."""
+
+
+# The step guard skips an update whose loss, gradient or target is not finite and leaves the
+# state as it was; a run whose updates are skipped this many times in a row makes no progress
+# any more (e.g. a learning rate that threw the parameters far out), so it is stopped.
+MAX_CONSECUTIVE_SKIPPED = 50
 
 
 @dataclasses.dataclass
@@ -281,6 +292,10 @@ def run_loop(
     Raises:
         NonFiniteContextError: if a sampled context is NaN or infinite (checked, with the other
             per-step flags, at the next log step: the steps in between were skipped updates).
+        DivergenceError: at a log step, if the state holds a non-finite value or the last
+            `MAX_CONSECUTIVE_SKIPPED` or more updates were all skipped; `on_step` is not called
+            for that step (so no checkpoint of it is written), the message names the step and
+            the quantity.
     """
     t = settings.schedule
     sample_contexts = jax.jit(lambda key: target.sample_contexts(key, t.batch_contexts))
@@ -296,6 +311,7 @@ def run_loop(
         dynamic_ncols=True,
     )
     unchecked = []  # (step, device flags) since the last check: read on log steps only
+    skipped_in_a_row = 0
     for step in bar:
         step_key = jax.random.fold_in(loop_key, step)
         contexts = shard_contexts(mesh, sample_contexts(step_key))
@@ -303,8 +319,9 @@ def run_loop(
         unchecked.append((step, _step_flags(metrics)))
         log_step = (step + 1) % t.log_every == 0 or step + 1 == t.num_steps
         if log_step:
-            _check_steps(unchecked, target)
+            skipped_in_a_row = _check_steps(unchecked, target, skipped_in_a_row)
             unchecked.clear()
+            check_finite_state(state, step + 1)
         if adapt is not None:
             state, events = adapt(state, contexts, step_key, step)
             records.events.extend(events)
@@ -337,15 +354,57 @@ def _step_flags(metrics: dict) -> tuple:
     return metrics.get("contexts_finite", True), metrics.get("skipped", 0)
 
 
-def _check_steps(flags: list[tuple[int, tuple]], target: targets.Target) -> None:
+def _check_steps(
+    flags: list[tuple[int, tuple]], target: targets.Target, skipped_in_a_row: int
+) -> int:
     """Reads the flags of the steps since the last check in one transfer (reading them every step
-    would block async dispatch): raises for the first non-finite context batch, warns about each
-    skipped (non-finite) update."""
+    would block async dispatch): raises for the first non-finite context batch and for a run of
+    `MAX_CONSECUTIVE_SKIPPED` skipped updates, warns about each skipped (non-finite) update.
+    Returns the number of updates skipped in a row up to the last of these steps."""
+    skipped_steps = []
     for step, (contexts_finite, skipped) in jax.device_get(flags):
         if not contexts_finite:
             raise NonFiniteContextError(
                 f"step {step}: the context batch contains NaN or inf values "
                 f"(target {target.name!r}); fix the context source."
             )
+        skipped_in_a_row = skipped_in_a_row + 1 if skipped else 0
         if skipped:
-            logger.warning("step %d skipped: non-finite loss, gradient or target", step + 1)
+            skipped_steps.append(step + 1)
+        if skipped_in_a_row >= MAX_CONSECUTIVE_SKIPPED:
+            first = step + 2 - skipped_in_a_row
+            raise DivergenceError(
+                f"the run diverged: the updates of steps {first}-{step + 1} were all skipped "
+                "(non-finite loss, gradient or target); lower the learning rates "
+                "(train.component_lr, train.gate_lr) or add gradient clipping (train.grad_clip)"
+            )
+    if skipped_steps:
+        shown = ", ".join(map(str, skipped_steps[:5])) + (", ..." if len(skipped_steps) > 5 else "")
+        logger.warning(
+            "%d update(s) skipped (non-finite loss, gradient or target): step %s",
+            len(skipped_steps),
+            shown,
+        )
+    return skipped_in_a_row
+
+
+def nonfinite_leaves(state: Any) -> list[str]:
+    """Paths of the leaves of the state's parameters and optimiser state (`params`, `opt_state`;
+    every leaf for a state without them) that hold a NaN or an infinity. Other fields may hold
+    them by design (e.g. the trust region's NaN = no history)."""
+    if hasattr(state, "params") and hasattr(state, "opt_state"):
+        state = {"params": state.params, "opt_state": state.opt_state}
+    return pytree.nonfinite_paths(state)
+
+
+def check_finite_state(state: Any, step: int) -> None:
+    """DivergenceError naming the leaves of the state's parameters or optimiser state that hold a
+    NaN or an infinity after `step` train steps (`nonfinite_leaves`)."""
+    bad = nonfinite_leaves(state)
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise DivergenceError(
+            f"the run diverged: after step {step} the training state holds non-finite values "
+            f"(in {shown}); lower the learning rates (train.component_lr, train.gate_lr) or add "
+            "gradient clipping (train.grad_clip)"
+        )

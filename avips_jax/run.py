@@ -12,11 +12,30 @@ the same config, it resumes from the newest checkpoint and reaches exactly the r
 uninterrupted run; a finished run is left as it is. A different config is refused
 (`ConfigMismatchError`, the differing keys listed) and nothing in the directory is overwritten.
 
+Continuing a run: a config that differs only in `CONTINUABLE_KEYS` continues the run where it
+stands: a larger `train.num_steps` trains a finished run longer (a smaller one is refused), and
+the bookkeeping keys (log, checkpoint and retention intervals) may change at any time. The
+remaining steps follow the schedule of the new `num_steps`: the cosine learning rates, the
+annealing, the gate-refit phase and the component add / merge windows are fractions of it, so
+they stretch, and a finished run's decayed learning rates rise again (a warm restart). The result
+therefore equals a run trained with the new `num_steps` from the start only where nothing
+depends on `num_steps`. config.json takes the new values; the one it replaces is kept as
+`config.until_step<N>.json`.
+
+Faults (each tested in tests/test_faults.py):
+- a second training process on the directory exits at once, naming the first (`run_lock`);
+- SIGINT / SIGTERM save a checkpoint of the current step and end with `preemption.Preempted`
+  (the relaunch resumes bit-identically);
+- a diverged run stops with `loop.DivergenceError` (no non-finite checkpoint is written);
+- a damaged newest checkpoint (`checkpoint.CorruptCheckpointError`) is moved to
+  `corrupt_checkpoints/` and the run resumes from the newest intact one.
+
 `experiments/train.py` is its command line; `checkpoint.load_model(workdir)` reads a run back.
 """
 
 import json
 import pathlib
+import shutil
 
 import ml_collections
 import tensorboardX
@@ -25,6 +44,7 @@ from avips_jax import (
     checkpoint,
     fit,
     methods,
+    preemption,
     refine,
     robot_snapshot,
     run_lock,
@@ -35,6 +55,16 @@ from avips_jax.settings import Settings
 
 HISTORY_FILE = "history.jsonl"
 TENSORBOARD_DIR = "tensorboard"
+CORRUPT_DIR = "corrupt_checkpoints"
+# Keys a relaunch may change on an existing run: the length (raised only) and bookkeeping that
+# does not touch the parameters.
+CONTINUABLE_KEYS = (
+    "train.num_steps",
+    "train.log_every",
+    "train.log_samples",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+)
 
 
 class ConfigMismatchError(ValueError):
@@ -44,8 +74,12 @@ class ConfigMismatchError(ValueError):
 def check_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> int | None:
     """The step to resume from (None: start afresh), after checking the directory's config.
 
+    A config differing only in `CONTINUABLE_KEYS` passes (a continuation; `num_steps` may only
+    grow); `continue_config` then writes it.
+
     Raises:
-        ConfigMismatchError: `workdir/config.json` differs from `config` (lists the keys).
+        ConfigMismatchError: `workdir/config.json` differs from `config` in another key, or
+            lowers `train.num_steps` (lists the keys).
         CheckpointError: checkpoints without a config.json.
     """
     step = checkpoint.latest_step(workdir)
@@ -56,13 +90,64 @@ def check_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> i
             )
         return None
     diffs = checkpoint.config_differences(checkpoint.load_config(workdir), config)
-    if diffs:
-        lines = "\n".join(f"  {key}: saved {a!r}, given {b!r}" for key, a, b in diffs)
+    refused = [
+        (key, a, b)
+        for key, a, b in diffs
+        if key not in CONTINUABLE_KEYS or (key == "train.num_steps" and b < a)
+    ]
+    if refused:
+        lines = "\n".join(f"  {key}: saved {a!r}, given {b!r}" for key, a, b in refused)
         raise ConfigMismatchError(
             f"{workdir / checkpoint.CONFIG_FILE} differs from the given config in "
-            f"{len(diffs)} key(s):\n{lines}\nUse another --workdir or the saved config."
+            f"{len(refused)} key(s):\n{lines}\nUse another --workdir or the saved config "
+            f"(a run may continue with a larger train.num_steps; the keys a relaunch may "
+            f"change: {', '.join(CONTINUABLE_KEYS)})."
         )
     return step
+
+
+def continue_config(workdir: pathlib.Path, config: ml_collections.ConfigDict, step: int) -> None:
+    """Writes `config` (which `check_workdir` passed) as the run's config.json where it differs
+    from the saved one, keeping the old file as `config.until_step<step>.json`."""
+    saved = checkpoint.load_config(workdir)
+    diffs = checkpoint.config_differences(saved, config)
+    if not diffs:
+        return
+    path = workdir / checkpoint.CONFIG_FILE
+    shutil.copy2(path, workdir / f"config.until_step{step}.json")
+    checkpoint.save_config(workdir, config)
+    changes = ", ".join(f"{key} {a} -> {b}" for key, a, b in diffs)
+    print(f"{workdir}: continuing from step {step} with {changes}.")
+
+
+def restore_newest_intact(workdir: pathlib.Path, trainer) -> tuple[int, object, dict]:
+    """(step, state, records) of the newest checkpoint that reads back intact. Damaged newer
+    ones are moved to `<workdir>/corrupt_checkpoints/` (never deleted), each with a one-line
+    message, but only once an intact one is found.
+
+    Raises:
+        checkpoint.CorruptCheckpointError: no checkpoint is intact (nothing is moved).
+    """
+    like = checkpoint.abstract_state(trainer)
+    damaged = []
+    for step in reversed(checkpoint.all_steps(workdir)):
+        try:
+            found = checkpoint.restore_with_records(workdir, like, step)
+        except checkpoint.CorruptCheckpointError as err:
+            damaged.append((step, err))
+            continue
+        for bad_step, err in damaged:
+            dest = workdir / CORRUPT_DIR / str(bad_step)
+            dest.parent.mkdir(exist_ok=True)
+            if dest.exists():
+                dest = dest.with_name(f"{bad_step}.{len(list(dest.parent.iterdir()))}")
+            shutil.move(checkpoint.checkpoint_dir(workdir) / str(bad_step), dest)
+            print(f"{err}; moved it to {dest} and resuming from step {step}.")
+        return found
+    raise checkpoint.CorruptCheckpointError(
+        f"no intact checkpoint in {checkpoint.checkpoint_dir(workdir)}: "
+        + "; ".join(str(err) for _, err in damaged)
+    )
 
 
 def _write_history(path: pathlib.Path, history: list[dict]) -> None:
@@ -116,6 +201,10 @@ def train_and_checkpoint(
         (bad target settings): before anything is written.
         run_lock.RunDirectoryBusyError: another process is training in `workdir` (its lock,
             `train.lock`, names it); nothing is written.
+        preemption.Preempted: SIGINT or SIGTERM arrived; the checkpoint of the step under way
+            is saved.
+        loop.DivergenceError: the run diverged; its newest checkpoint is the last finite one.
+        checkpoint.CorruptCheckpointError: no checkpoint of the run reads back intact.
     """
     workdir = pathlib.Path(workdir)
     settings = Settings.from_config(config)
@@ -124,12 +213,22 @@ def train_and_checkpoint(
     # A run trains on its own copy of a robot file (robot_snapshot): a resumed one reads it.
     target = targets.from_config(robot_snapshot.use_stored(config, workdir))
     trainer = methods.make_trainer(settings, target)  # its refusals come before any write
-    if step is not None and step >= settings.schedule.num_steps:
+    if step is not None and step >= settings.schedule.num_steps and _intact(workdir, trainer):
         print(f"{workdir}: the run is complete ({step} of {settings.schedule.num_steps} steps).")
         return None
     workdir.mkdir(parents=True, exist_ok=True)
     with run_lock.hold(workdir):  # one writer: another training process here fails at once
         return _train_locked(config, settings, workdir, target, trainer, progress, on_step)
+
+
+def _intact(workdir: pathlib.Path, trainer) -> bool:
+    """Whether the newest checkpoint reads back intact (a damaged one is set aside and the run
+    retrained from the newest intact one under the lock: `restore_newest_intact`)."""
+    try:
+        checkpoint.restore(workdir, checkpoint.abstract_state(trainer))
+    except checkpoint.CorruptCheckpointError:
+        return False
+    return True
 
 
 def _train_locked(config, settings, workdir, target, trainer, progress, on_step):
@@ -139,11 +238,12 @@ def _train_locked(config, settings, workdir, target, trainer, progress, on_step)
     t = settings.schedule
     state, records = None, fit.RunRecords()
     if step is not None:
-        state = checkpoint.restore(workdir, checkpoint.abstract_state(trainer))
-        records = fit.RunRecords.from_json(checkpoint.restore_records(workdir, step))
+        step, state, saved_records = restore_newest_intact(workdir, trainer)
+        records = fit.RunRecords.from_json(saved_records)
         if step >= t.num_steps:
             print(f"{workdir}: the run is complete ({step} of {t.num_steps} steps).")
             return None
+        continue_config(workdir, config, step)
         print(f"{workdir}: resuming from step {step} of {t.num_steps}.")
     if not (workdir / checkpoint.CONFIG_FILE).exists():
         checkpoint.save_config(workdir, config)
@@ -152,28 +252,38 @@ def _train_locked(config, settings, workdir, target, trainer, progress, on_step)
         trainer = methods.make_trainer(settings, target)
     writer, log = _make_logger(workdir, config, records, step)
 
-    def hook(report: fit.StepReport) -> None:
-        if report.scalars is not None:
-            log(report.scalars)
-        if report.step % t.checkpoint_every == 0 or report.step == report.num_steps:
-            checkpoint.save(
-                workdir, report.state, keep=t.keep_checkpoints, records=report.records.to_json()
-            )
-        if on_step is not None:
-            on_step(report)
-
-    try:
-        return fit.fit(
-            settings,
-            target=target,
-            trainer=trainer,
-            progress=progress,
-            initial_state=state,
-            records=records,
-            on_step=hook,
+    def save(report: fit.StepReport) -> None:
+        checkpoint.save(
+            workdir, report.state, keep=t.keep_checkpoints, records=report.records.to_json()
         )
-    finally:
-        writer.close()
+
+    with preemption.stop_requests() as stop:
+
+        def hook(report: fit.StepReport) -> None:
+            if report.scalars is not None:
+                log(report.scalars)
+            saved = report.step % t.checkpoint_every == 0 or report.step == report.num_steps
+            if saved:
+                save(report)
+            if on_step is not None:
+                on_step(report)
+            if stop.signum is not None and report.step < report.num_steps:
+                if not saved:
+                    save(report)
+                raise preemption.Preempted(stop.signum, report.step)
+
+        try:
+            return fit.fit(
+                settings,
+                target=target,
+                trainer=trainer,
+                progress=progress,
+                initial_state=state,
+                records=records,
+                on_step=hook,
+            )
+        finally:
+            writer.close()
 
 
 def train_and_evaluate(

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import pathlib
+import tempfile
 
 import jax
 import numpy as np
@@ -26,6 +27,63 @@ from avips_jax.targets import RobotTarget
 
 METRICS_FILE = "metrics.json"
 PLOTS_DIR = "plots"
+EVAL_DIR = "eval"
+
+
+def output_dir(
+    workdir: pathlib.Path,
+    config,
+    *,
+    num_targets: int | None = None,
+    samples_per_target: int | None = None,
+    seed: int | None = None,
+    step: int | None = None,
+    latest_step: int | None = None,
+    refine: bool = True,
+    latency: bool = True,
+) -> pathlib.Path:
+    """Where an evaluation writes metrics.json and plots/: the run directory itself for the
+    default setting (the config's `eval` section, the latest checkpoint, refinement and latency
+    on), else `<workdir>/eval/<tag>` with a tag naming what differs (e.g. `step4_targets3`,
+    `norefine`), so that no evaluation replaces the results of another setting."""
+    defaults = Settings.from_config(config).evaluation
+    parts = []
+    if step is not None and step != latest_step:
+        parts.append(f"step{step}")
+    for name, value, default in (
+        ("targets", num_targets, defaults.num_targets),
+        ("samples", samples_per_target, defaults.samples_per_target),
+        ("seed", seed, defaults.seed),
+    ):
+        if value is not None and value != default:
+            parts.append(f"{name}{value}")
+    parts += [] if refine else ["norefine"]
+    parts += [] if latency else ["nolatency"]
+    workdir = pathlib.Path(workdir)
+    return workdir / EVAL_DIR / "_".join(parts) if parts else workdir
+
+
+class OutputNotWritableError(OSError):
+    """The directory an evaluation would write to cannot be written."""
+
+
+def check_writable(directory: pathlib.Path) -> None:
+    """Creates `directory` (and its parents) and writes and removes a probe file there, so that
+    a read-only location fails before any work, not after it.
+
+    Raises:
+        OutputNotWritableError: naming the directory and the reason.
+    """
+    directory = pathlib.Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write_probe."):
+            pass
+    except OSError as err:
+        raise OutputNotWritableError(
+            f"cannot write to {directory} ({err.strerror or err}); choose a writable directory "
+            "with --out=DIR"
+        ) from err
 
 
 def eval_settings(config, num_targets=None, samples_per_target=None, seed=None) -> dict:

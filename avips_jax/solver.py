@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from avips_jax import hardware
+from avips_jax import hardware, pytree
 from avips_jax import model as model_lib
 from avips_jax.kinematics import robot as robot_lib
 from avips_jax.targets import base
@@ -53,6 +53,12 @@ class IKSolver:
             raise ValueError(
                 f"model (d={self.model.dim}, d_c={self.model.context_dim}) does not fit target "
                 f"{self.target.name!r} (d={self.target.dim}, d_c={self.target.context_dim})"
+            )
+        bad = pytree.nonfinite_paths(self.model.variables)
+        if bad:
+            raise ValueError(
+                f"the model's parameters hold NaN or infinity (in {', '.join(bad[:3])}): it "
+                "comes from a run that diverged"
             )
 
     def __repr__(self) -> str:
@@ -163,6 +169,7 @@ class IKSolver:
                 finite number > 0; a request that cannot fit in the device's free memory
                 (`memory_estimate_bytes`: the message gives the size and the largest n that
                 fits), refused before anything is allocated.
+            FloatingPointError: a sampled value is NaN or infinite (never returned silently).
         """
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
             raise ValueError(f"n must be an integer >= 1, got {n!r}")
@@ -183,6 +190,11 @@ class IKSolver:
             clamp=bool(clamp),
             num_iterations=jnp.asarray(num_iterations, jnp.int32),
         )
+        if not bool(jnp.all(jnp.isfinite(q))):  # never NaN silently (finite inputs and weights)
+            raise FloatingPointError(
+                f"{int(jnp.sum(~jnp.isfinite(q)))} of {q.size} sampled joint values are NaN or "
+                "infinite; the model is numerically broken for these targets"
+            )
         return q[0] if single else q
 
     def memory_estimate_bytes(self, num_targets: int, n: int, refine: bool) -> int:

@@ -5,9 +5,14 @@ killed run.
     python -m experiments.train --config=experiments/configs/toy.py:banana,quick \
         --config.train.num_steps=500 --workdir=/tmp/banana
 
-What the run directory holds, and how resuming and a differing config are handled: see
-`avips_jax/run.py`. Errors (bad config, a workdir of another config, an unknown `--config.` key)
-exit with code 1 and a message naming the problem.
+What the run directory holds, and how resuming, continuing (a larger
+`--config.train.num_steps`) and a differing config are handled: see `avips_jax/run.py`.
+
+Exit codes: 0 trained (or already complete); 1 bad input (bad config, a workdir of another
+config, an unknown `--config.` key, another training process in the workdir, no intact
+checkpoint), with a message naming the problem and nothing written; 3 the run diverged (its
+newest checkpoint is the last finite one); 128 + the signal's number (130 SIGINT, 143 SIGTERM)
+stopped by a signal after saving a checkpoint of the current step: relaunch to resume.
 """
 
 import sys
@@ -16,11 +21,12 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from avips_jax import run, run_lock, run_report, runtime
+from avips_jax import loop, preemption, run, run_lock, run_report, runtime
 
 from . import cli_flags
 
 FLAGS = flags.FLAGS
+EXIT_DIVERGED = 3
 
 
 def define_flags() -> None:
@@ -61,6 +67,12 @@ def main(argv):
         run_lock.RunDirectoryBusyError,
     ) as err:
         sys.exit(f"error: {err}")
+    except loop.DivergenceError as err:
+        print(f"error: {FLAGS.workdir}: {err}", file=sys.stderr)
+        sys.exit(EXIT_DIVERGED)
+    except preemption.Preempted as err:
+        print(f"{FLAGS.workdir}: {err}; relaunch the same command to resume.", file=sys.stderr)
+        sys.exit(err.exit_code)
     if result is not None:
         last = result.history[-1] if result.history else {}
         print(

@@ -131,6 +131,7 @@ def _newborn_position_errors_mm(refine_iterations: int) -> np.ndarray:
     return 1e3 * np.asarray(target.position_error(means, contexts))
 
 
+@pytest.mark.slow  # ~30 s; an option off by default (components.refine_iterations)
 def test_refined_candidates_place_the_newborn_on_exact_solutions():
     raw = _newborn_position_errors_mm(0)
     refined = _newborn_position_errors_mm(30)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from avips_jax import baselines, checkpoint, fit, gmm, model
+from avips_jax import baselines, checkpoint, fit, gmm, loop, model
 from avips_jax.config import default_config, thesis_config
 from experiments.configs import toy as toy_configs
 
@@ -105,16 +105,101 @@ def test_missing_checkpoints_raise_not_found_naming_the_path(tmp_path, state):
     assert issubclass(checkpoint.CheckpointNotFoundError, FileNotFoundError)
 
 
+@pytest.fixture(scope="module")
+def big_state(config):
+    """A fresh TrainState with arrays large enough that orbax stores them as data files of its
+    own (small ones sit inside its checksummed index, which detects damage by itself)."""
+    bigger = config.copy_and_resolve_references()
+    bigger.model.component_hidden = (256, 256)
+    return fit.build(bigger)[3]
+
+
+def _largest_data_file(step_dir):
+    files = (p for p in step_dir.rglob("*") if p.is_file() and p.parent.name == "d")
+    return max(files, key=lambda p: p.stat().st_size)
+
+
+def _damage(path, how):
+    raw = bytearray(path.read_bytes())
+    if how == "garbled":  # the same size, one bit flipped
+        raw[len(raw) // 2] ^= 0x10
+    elif how == "truncated":
+        raw = raw[: len(raw) // 2]
+    path.write_bytes(bytes(raw))
+    if how == "missing":
+        path.unlink()
+
+
+@pytest.mark.parametrize("how", ["garbled", "truncated", "missing"])
+def test_a_damaged_file_is_named_in_one_line_before_orbax_reads_it(tmp_path, big_state, how):
+    checkpoint.save(tmp_path, big_state)
+    step_dir = checkpoint.checkpoint_dir(tmp_path) / "0"
+    data = _largest_data_file(step_dir)
+    _damage(data, how)
+    name = str(data.relative_to(step_dir))
+    with pytest.raises(checkpoint.CorruptCheckpointError, match=f"checkpoint {step_dir}") as err:
+        checkpoint.restore(tmp_path, big_state)
+    message = str(err.value)
+    assert "\n" not in message and name in message
+    assert ("is missing" if how == "missing" else "does not match the checksum") in message
+
+
 @_ORBAX_FAILED_RESTORE_LEFTOVERS
-def test_damaged_checkpoint_raises_checkpoint_error_naming_the_step(tmp_path, state):
+def test_without_the_file_checksums_the_array_digest_catches_garbled_bytes(tmp_path, big_state):
+    # A save killed between orbax's rename and the checksum file; orbax reads the flipped bit
+    # back without complaint, the digest saved with the arrays does not match.
+    checkpoint.save(tmp_path, big_state, records={"history": [], "events": []})
+    step_dir = checkpoint.checkpoint_dir(tmp_path) / "0"
+    (step_dir / "files.sha256.json").unlink()
+    _damage(_largest_data_file(step_dir), "garbled")
+    with pytest.raises(checkpoint.CorruptCheckpointError, match="content does not match"):
+        checkpoint.restore(tmp_path, big_state)
+    gc.collect()
+
+
+@_ORBAX_FAILED_RESTORE_LEFTOVERS
+def test_unverified_damage_orbax_notices_is_one_line_naming_the_step(tmp_path, state):
+    # A checkpoint of older code (no checksums) whose files were overwritten.
     checkpoint.save(tmp_path, state)
     step_dir = checkpoint.checkpoint_dir(tmp_path) / "7"
+    (step_dir / "files.sha256.json").unlink()
     for path in (step_dir / "state").rglob("*"):
         if path.is_file() and path.name != "_METADATA":
             path.write_bytes(b"\x00garbage")
-    with pytest.raises(checkpoint.CheckpointError, match=str(step_dir)):
+    with pytest.raises(checkpoint.CorruptCheckpointError, match=str(step_dir)) as err:
         checkpoint.restore(tmp_path, state)
+    assert "\n" not in str(err.value) and len(str(err.value)) < 400
     gc.collect()
+
+
+def test_checkpoint_without_a_digest_loads_unverified(tmp_path, state):
+    # Checkpoints written before the digest existed.
+    checkpoint.save(tmp_path, state)
+    shutil.rmtree(checkpoint.checkpoint_dir(tmp_path) / "7" / "digest")
+    (checkpoint.checkpoint_dir(tmp_path) / "7" / "files.sha256.json").unlink()
+    _assert_same(checkpoint.restore(tmp_path, state), state)
+
+
+def test_a_non_finite_state_is_never_saved(tmp_path, state):
+    bad = state.replace(params=jax.tree.map(lambda x: x * jnp.nan, state.params))
+    with pytest.raises(loop.DivergenceError, match="after step 7 .*non-finite values"):
+        checkpoint.save(tmp_path, bad)
+    assert checkpoint.all_steps(tmp_path) == []
+
+
+def test_load_model_refuses_non_finite_parameters(tmp_path, config, state, monkeypatch):
+    checkpoint.save_config(tmp_path, config)
+    checkpoint.save(tmp_path, state)
+    bad = state.replace(
+        step=jnp.asarray(9, jnp.int32), params=jax.tree.map(lambda x: x * jnp.inf, state.params)
+    )
+    monkeypatch.setattr(loop, "check_finite_state", lambda *_: None)  # written by older code
+    checkpoint.save(tmp_path, bad)
+    with pytest.raises(
+        checkpoint.CheckpointError, match=r"non-finite values .*available: \[7, 9\]"
+    ):
+        checkpoint.load_model(tmp_path)
+    assert checkpoint.load_model(tmp_path, step=7).step == 7
 
 
 def test_checkpoint_of_another_shape_raises_checkpoint_error(tmp_path, config, state):

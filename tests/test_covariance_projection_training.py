@@ -55,15 +55,17 @@ def _planar(overrides):
 def _tiny_panda(overrides):
     return _config(
         panda.get_config("quick"),
-        "train.num_steps=300",
+        "train.num_steps=150",
         "train.batch_contexts=32",
         "model.num_components=4",
         "model.initial_components=4",
         "train.anneal_fraction=0.0",  # the projection's own stability, not annealing's help
         *overrides,
+        "train.log_every=10",
     )
 
 
+@pytest.mark.slow  # ~50 s; the tiny Panda test below checks the same in the default suite
 def test_planar_arm_trains_with_the_full_projection():
     elbo = _elbos(_planar(STABLE))
     # From about -9e3 nats at step 20 to about -1.3e3 at step 200; the old settings stay near -9e3.
@@ -79,5 +81,5 @@ def test_planar_arm_did_not_improve_with_exact_gradients_at_alpha_10():
 
 def test_tiny_panda_trains_with_the_full_projection():
     elbo = _elbos(_tiny_panda(STABLE))
-    # From about -1.7e3 nats to about -2e2 in 300 steps (seed 0).
+    # From about -2.7e3 nats at step 10 to about -5.8e2 at step 150 (seed 0).
     assert elbo[0] < -500 and np.median(elbo[-3:]) > 0.3 * elbo[0], elbo

@@ -55,10 +55,10 @@ def _fresh():
     return _State(step=jnp.zeros((), jnp.int32), total=jnp.zeros(()))
 
 
-def _run(config, state, records, **kwargs):
+def _run(config, state, records, step_fn=_step, **kwargs):
     log_scalars = lambda state, contexts, key: {"total": float(state.total)}
     return loop.run_loop(
-        config, _Target(), state, _step, log_scalars=log_scalars, records=records, **kwargs
+        config, _Target(), state, step_fn, log_scalars=log_scalars, records=records, **kwargs
     )
 
 
@@ -122,8 +122,42 @@ def test_skipped_update_is_logged_as_a_warning(caplog):
     with caplog.at_level(logging.WARNING, logger="avips_jax.loop"):
         _run(_config(3), _fresh(), loop.RunRecords(), progress=False)
     assert [r.getMessage() for r in caplog.records] == [
-        "step 2 skipped: non-finite loss, gradient or target"
+        "1 update(s) skipped (non-finite loss, gradient or target): step 2"
     ]
+
+
+@jax.jit
+def _skipping_step(state, contexts):
+    """Every update from the third step on is skipped (the state stays finite)."""
+    return _State(step=state.step + 1, total=state.total), {"skipped": state.step >= 2}
+
+
+def test_a_run_of_skipped_updates_is_divergence_naming_the_steps():
+    n = loop.MAX_CONSECUTIVE_SKIPPED
+    reports = []
+    with pytest.raises(loop.DivergenceError, match=f"steps 3-{n + 2} were all skipped"):
+        _run(
+            _config(n + 10, log_every=n + 4),
+            _fresh(),
+            loop.RunRecords(),
+            progress=False,
+            step_fn=_skipping_step,
+            on_step=reports.append,
+        )
+    # Stopped at the log step that found it, before its hook (which would checkpoint it).
+    assert [r.step for r in reports] == list(range(1, n + 4))
+
+
+def test_non_finite_state_is_divergence_naming_the_leaf():
+    @jax.jit
+    def step(state, contexts):
+        total = jnp.where(state.step == 2, jnp.inf, state.total)
+        return _State(step=state.step + 1, total=total), {}
+
+    with pytest.raises(
+        loop.DivergenceError, match=r"after step 4 .*non-finite values \(in \.total\)"
+    ):
+        _run(_config(8, log_every=4), _fresh(), loop.RunRecords(), progress=False, step_fn=step)
 
 
 def test_shard_and_replicate():

@@ -20,6 +20,7 @@ def _tiny_panda():
     return c
 
 
+@pytest.mark.slow  # ~35 s; tests/test_wheel.py trains then evaluates a robot run too
 def test_trains_then_writes_the_metrics_of_the_final_model(tmp_path):
     workdir = tmp_path / "run"
     config = _tiny_panda()

@@ -4,6 +4,7 @@ The models are untrained (initial network of a tiny config): the tests check the
 (shapes, clamping, refinement, loading, errors); refinement accuracy is tested in test_refine.py.
 """
 
+import dataclasses
 import subprocess
 import sys
 
@@ -182,6 +183,15 @@ def test_constructor_rejects_non_ik_targets(run_dir):
         IKSolver(make_target("planar"), solver.model)
     with pytest.raises(ValueError, match="does not fit target"):
         IKSolver(make_target("ik", robot_name="valkyrie"), solver.model)
+
+
+def test_a_model_with_non_finite_weights_is_refused(run_dir):
+    _, solver = run_dir
+    variables = jax.tree.map(lambda x: x, solver.model.variables)
+    variables["params"] = jax.tree.map(lambda x: x * jnp.nan, variables["params"])
+    broken = dataclasses.replace(solver.model, variables=variables)
+    with pytest.raises(ValueError, match="NaN or infinity .*diverged"):
+        IKSolver(solver.target, broken)
 
 
 def test_load_errors_name_the_path(tmp_path):

@@ -70,6 +70,7 @@ def test_elbo_within_0p1_nats_of_log_z(moving_gmm_run):
     assert res.state.num_skipped == 0
 
 
+@pytest.mark.slow  # 2500 steps (~50 s); test_adaptation.py unit-tests the removal step
 def test_removal_prunes_surplus_components():
     c = toy_configs.get_config("moving_gmm")
     c.model.initial_components = 8  # twice the true number of modes
@@ -160,6 +161,7 @@ _MULTI_DEVICE_SCRIPT = textwrap.dedent(
 def test_multi_device_step_matches_single_device():
     env = dict(os.environ)
     env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
+    env["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"  # five-step runs: compilation is the cost
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     proc = subprocess.run(
@@ -209,6 +211,7 @@ def test_a_slot_without_weight_learns_only_with_a_uniform_component_share():
     assert uniform[0] > 1e-3 and uniform[1] > 1e-2 * uniform[0], uniform
 
 
+@pytest.mark.usefixtures("fast_compiles")  # compilation is the cost
 def test_gate_refit_phase_freezes_the_components_and_restarts_the_gate_decay():
     c = _small_config(**{"train.num_steps": 10, "train.gate_refit_fraction": 0.4})
     assert Settings.from_config(c).schedule.gate_refit_start == 6
@@ -235,6 +238,7 @@ def test_gate_refit_phase_freezes_the_components_and_restarts_the_gate_decay():
     assert gate[5] < 0.5 * gate[0] and gate[9] < 0.5 * gate[6]  # cosine decays within each
 
 
+@pytest.mark.usefixtures("fast_compiles")  # compilation is the cost
 def test_no_component_is_added_in_the_gate_refit_phase():
     c = _small_config(
         **{
@@ -258,6 +262,7 @@ def test_gate_refit_fraction_is_checked():
         config_lib.validate_config(_small_config(**{"train.gate_refit_fraction": 1.0}))
 
 
+@pytest.mark.usefixtures("fast_compiles")
 @pytest.mark.parametrize("hold", [1, 3])
 def test_old_model_advances_every_hold_old_steps(hold):
     """old_params become the pre-update parameters at steps hold-1, 2 hold-1, ... and stay fixed

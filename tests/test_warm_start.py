@@ -67,6 +67,7 @@ def _held_out_nll(module, state, pairs):
     return -float(jnp.mean(gmm.log_prob(pred, state.active, pairs[1][None])))
 
 
+@pytest.mark.slow  # ~35 s; the forward-KL term runs in the test below
 def test_forward_kl_term_pulls_the_model_onto_valid_pairs_beside_vips():
     pairs = valid_pairs.valid_pairs(fit.build(_tiny_panda())[0], jax.random.PRNGKey(99), 512)
     nll = {}

@@ -110,7 +110,8 @@ def _train_evaluate_solve(bin_dir: pathlib.Path, home: pathlib.Path) -> None:
         "--norefine",
         "--nolatency",
     )
-    assert (home / "run" / "metrics.json").is_file(), evaluate.stdout
+    tag = "targets2_samples4_norefine_nolatency"  # not the config's setting: its own directory
+    assert (home / "run" / "eval" / tag / "metrics.json").is_file(), evaluate.stdout
     # A 4-step model: exit 2 (no sample reached the target) is as right as 0 here.
     solve = _run(
         bin_dir, home, "avips-solve", "--workdir=run", "--target", "0.3", "0", "0.3", codes=(0, 2)

@@ -51,7 +51,10 @@ def run_dir(tmp_path_factory) -> pathlib.Path:
 def test_cli_writes_metrics_plots_and_table(run_dir):
     proc = _cli(f"--workdir={run_dir}", "--num_targets=4", "--nolatency", "--norefine")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    # Not the config's eval setting: its own directory, so the default metrics stay as they are.
+    out = run_dir / "eval" / "targets4_norefine_nolatency"
+    assert not (run_dir / "metrics.json").exists()
+    metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["robot"] == "panda" and metrics["context"] == "position"
     assert metrics["position_std_m"] == 0.01
     assert metrics["num_targets"] == 4  # the flag overrides config.eval.num_targets
@@ -61,7 +64,7 @@ def test_cli_writes_metrics_plots_and_table(run_dir):
     assert 0 <= metrics["success_rate_raw"] <= 1 and metrics["position_error_mean_mm"] > 0
     assert "| position_error_mean_mm |" in proc.stdout
     for name in (*PLOTS, "training_curves.png"):
-        path = run_dir / "plots" / name
+        path = out / "plots" / name
         assert path.stat().st_size > 5_000
         assert f"plot: {path}" in proc.stdout
 
@@ -113,6 +116,28 @@ def test_bad_settings_are_refused_before_writing(run_dir):
     _assert_one_line_error(_cli(f"--workdir={run_dir}", "--samples_per_target=1"), "samples")
     after = (run_dir / "metrics.json").read_bytes() if (run_dir / "metrics.json").exists() else b""
     assert before == after
+
+
+def test_each_evaluation_setting_has_its_own_output_directory(run_dir):
+    config = _config()  # eval: 3 targets x 6 samples, seed 7
+
+    def where(**kwargs):
+        path = run_report.output_dir(run_dir, config, latest_step=0, **kwargs)
+        return str(path.relative_to(run_dir))
+
+    assert where() == "."  # the default setting: the run directory
+    assert where(num_targets=3, samples_per_target=6, seed=7, step=0) == "."
+    assert where(num_targets=1000) == "eval/targets1000"
+    assert where(step=4, seed=8, refine=False) == "eval/step4_seed8_norefine"
+    assert where(samples_per_target=10, latency=False) == "eval/samples10_nolatency"
+
+
+def test_an_unwritable_output_is_refused_before_any_work(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(run_report.OutputNotWritableError, match="cannot write to .*--out=DIR"):
+        run_report.check_writable(tmp_path / "file" / "out")
+    run_report.check_writable(tmp_path / "new" / "out")  # created
+    assert (tmp_path / "new" / "out").is_dir() and not list((tmp_path / "new" / "out").iterdir())
 
 
 def test_table_and_settings_helpers():

@@ -139,11 +139,11 @@ def test_other_config_is_refused_and_nothing_is_overwritten(finished_run):
     proc = _cli(
         f"--config=experiments/configs/toy.py:{SPEC}",
         f"--workdir={finished_run}",
-        "--config.train.num_steps=9",
+        "--config.train.num_steps=7",
         "--config.model.init_std=1.5",
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "train.num_steps: saved 8, given 9" in proc.stderr
+    assert "train.num_steps: saved 8, given 7" in proc.stderr  # only a longer run continues
     assert "model.init_std: saved 2.0, given 1.5" in proc.stderr
     assert _snapshot(finished_run) == before
 
@@ -173,3 +173,35 @@ def test_unknown_preset_fails_in_one_line(tmp_path):
         "choose one of quick, full, precise"
     )
     assert "Traceback" not in proc.stderr
+
+
+def _schedule_free(num_steps: int):
+    """SPEC with nothing that depends on num_steps (constant learning rates, no component
+    adding), so that a continued run must equal one trained that long from the start."""
+    config = toy_configs.get_config(SPEC)
+    config.train.num_steps = num_steps
+    config.train.lr_decay = "none"
+    config.components.add = False
+    return config
+
+
+def test_a_finished_run_continues_with_a_larger_num_steps(tmp_path):
+    continued, fresh = tmp_path / "continued", tmp_path / "fresh"
+    run.train_and_checkpoint(_schedule_free(4), continued, progress=False)
+    first = (continued / "config.json").read_text()
+    result = run.train_and_checkpoint(_schedule_free(8), continued, progress=False)
+    assert int(result.state.step) == 8
+    run.train_and_checkpoint(_schedule_free(8), fresh, progress=False)
+    a, b = _final_state(fresh), _final_state(continued)
+    flat = jax.tree_util.tree_flatten_with_path(a)[0]
+    for (path, x), y in zip(flat, jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
+    assert [h["step"] for h in _history(continued)] == list(range(1, 9))
+    assert checkpoint.load_config(continued).train.num_steps == 8
+    assert (continued / "config.until_step4.json").read_text() == first  # the old one is kept
+    # Shorter is refused, naming the key; bookkeeping keys may change.
+    with pytest.raises(run.ConfigMismatchError, match="train.num_steps: saved 8, given 6"):
+        run.train_and_checkpoint(_schedule_free(6), continued, progress=False)
+    other = _schedule_free(8)
+    other.train.keep_checkpoints = 5
+    assert run.train_and_checkpoint(other, continued, progress=False) is None  # complete

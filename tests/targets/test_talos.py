@@ -72,6 +72,7 @@ def test_log_prob_matches_pinocchio_reference(com_reference):
     assert got[0] > got[1:].max()
 
 
+@pytest.mark.slow  # ~25 s; kinematics/test_properties.py checks float32 FK of TALOS too
 def test_float32_matches_float64_and_gradients_are_finite():
     target = talos.TalosWholeBody()
     x = _postures(5, seed=2)

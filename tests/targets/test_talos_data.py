@@ -22,6 +22,7 @@ def reaching(target):
     return talos_data.valid_postures(target, KEY, 64, steps=600)
 
 
+@pytest.mark.slow  # a 600-step posture optimisation (~45 s)
 def test_optimised_postures_stand_and_reach_spread_contexts(target, reaching):
     x0 = jax.random.uniform(KEY, (64, target.dim), minval=target.lower, maxval=target.upper)
     x, ok = reaching
@@ -39,6 +40,7 @@ def test_optimised_postures_stand_and_reach_spread_contexts(target, reaching):
     assert np.all(np.std(np.asarray(target.gripper_position(x[ok])), axis=0) > 0.05)
 
 
+@pytest.mark.slow  # a second posture optimisation (~30 s)
 def test_reaching_postures_cover_the_test_contexts_and_stance_only_ones_do_not(target, reaching):
     prior = np.asarray(target.sample_contexts(jax.random.PRNGKey(6), 4096))
 
