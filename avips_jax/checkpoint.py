@@ -39,8 +39,9 @@ import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.sharding import NamedSharding, PartitionSpec, SingleDeviceSharding
 
-from avips_jax import loop, methods, robot_snapshot, targets, train
+from avips_jax import distributed, loop, methods, robot_snapshot, targets, train
 from avips_jax.config import thesis_config
 from avips_jax.settings import Settings
 
@@ -167,7 +168,8 @@ def save(
     path = checkpoint_dir(workdir) / str(step)
     if path.exists() and _is_complete(path):
         raise ValueError(f"checkpoint {path} exists already")
-    _remove_leftovers(checkpoint_dir(workdir))
+    if distributed.is_writer():
+        _remove_leftovers(checkpoint_dir(workdir))
     mngr = _manager(workdir, keep)
     try:
         mngr.save(
@@ -183,7 +185,9 @@ def save(
         mngr.wait_until_finished()
     finally:
         mngr.close()
-    _write_file_checksums(checkpoint_dir(workdir) / str(step))
+    if distributed.is_writer():
+        _write_file_checksums(checkpoint_dir(workdir) / str(step))
+    distributed.barrier(f"avips_jax.checkpoint.save.{step}")
     return step
 
 
@@ -200,13 +204,14 @@ def _write_file_checksums(step_dir: pathlib.Path) -> None:
     write_atomic(step_dir / _FILE_CHECKSUMS, json.dumps(_file_checksums(step_dir), indent=0))
 
 
-def _verify_files(step_dir: pathlib.Path) -> None:
+def _verify_files(step_dir: pathlib.Path) -> bool:
     """CorruptCheckpointError naming the first file under `step_dir` that is missing or differs
     from the checksum written after the save (checked before orbax reads anything, so damaged
-    files never reach TensorStore; a checkpoint without the checksum file passes)."""
+    files never reach TensorStore). Returns whether the files were verified (False: the
+    checkpoint has no checksum file)."""
     path = step_dir / _FILE_CHECKSUMS
     if not path.is_file():
-        return
+        return False
     try:
         expected = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -222,6 +227,7 @@ def _verify_files(step_dir: pathlib.Path) -> None:
                 f"checkpoint {step_dir} is damaged: {name} does not match the checksum written "
                 "with it"
             )
+    return True
 
 
 def _step_to_restore(workdir, step: int | None) -> int:
@@ -301,13 +307,15 @@ def _restore_items(workdir, step: int | None, like_state) -> tuple[int, Any, dic
         if (path / _DIGEST).exists():
             args[_DIGEST] = ocp.args.JsonRestore()
     try:
-        _verify_files(path)
+        verified = _verify_files(path)
         if like_state is not None:
             _check_fits(checkpointer, path, like_state)
         items = checkpointer.restore(path, args=ocp.args.Composite(**args))
     except CheckpointError:
         raise
     except Exception as err:  # orbax / tensorstore raise many types for damaged files
+        if verified:  # its files are as written: not damage, so never set aside as damaged
+            raise CheckpointError(f"cannot restore checkpoint {path} ({_first_line(err)})") from err
         raise CorruptCheckpointError(
             f"checkpoint {path} is damaged and cannot be read ({_first_line(err)})"
         ) from err
@@ -461,9 +469,18 @@ def config_differences(
     ]
 
 
-def abstract_state(trainer) -> Any:
-    """Shapes and dtypes (no values) of `trainer.init`'s state: what `restore` fills."""
-    return jax.eval_shape(trainer.init, jax.random.PRNGKey(0))
+def abstract_state(trainer, mesh=None) -> Any:
+    """Shapes and dtypes (no values) of `trainer.init`'s state: what `restore` fills; with a
+    `mesh`, each leaf replicated over it (what a data-parallel run trains on)."""
+    shapes = jax.eval_shape(trainer.init, jax.random.PRNGKey(0))
+    # Always a sharding of this process's devices: a checkpoint saved on other devices (a
+    # data-parallel or multi-process run) then restores here too.
+    sharding = (
+        SingleDeviceSharding(jax.local_devices()[0])
+        if mesh is None
+        else NamedSharding(mesh, PartitionSpec())
+    )
+    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
 
 
 def load_model(workdir: str | os.PathLike, step: int | None = None) -> TrainedRun:

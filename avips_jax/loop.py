@@ -22,7 +22,7 @@ import numpy as np
 import tqdm
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from avips_jax import gmm, networks, pytree, targets, train
+from avips_jax import distributed, gmm, networks, pytree, targets, train
 from avips_jax.settings import Schedule, Settings
 from avips_jax.streams import Stream
 
@@ -107,17 +107,33 @@ class StepReport:
 
 
 def shard_contexts(mesh: Mesh | None, contexts: chex.Array) -> chex.Array:
-    """`contexts` (B, ...) sharded along the first axis of `mesh` (unchanged without a mesh)."""
+    """`contexts` (B, ...) sharded along the first axis of `mesh` (unchanged without a mesh).
+    Across processes (`jax.process_count() > 1`) every process holds the same batch and places
+    the rows its devices own (`distributed.global_array`)."""
     if mesh is None:
         return contexts
-    return jax.device_put(contexts, NamedSharding(mesh, PartitionSpec(mesh.axis_names[0])))
+    sharding = NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
+    if jax.process_count() > 1:
+        return distributed.global_array(jax.device_get(contexts), sharding)
+    return jax.device_put(contexts, sharding)
 
 
 def replicate(mesh: Mesh | None, tree: chex.ArrayTree) -> chex.ArrayTree:
-    """`tree` replicated on every device of `mesh` (unchanged without a mesh)."""
+    """`tree` replicated on every device of `mesh` (unchanged without a mesh); across processes,
+    from the same value in every process."""
     if mesh is None:
         return tree
-    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+    sharding = NamedSharding(mesh, PartitionSpec())
+    if jax.process_count() > 1:
+        return jax.tree.map(
+            lambda x: (
+                x
+                if getattr(x, "sharding", None) == sharding
+                else distributed.global_array(jax.device_get(x), sharding)
+            ),
+            tree,
+        )
+    return jax.device_put(tree, sharding)
 
 
 # --------------------------------------------------------------------------------------------
@@ -314,6 +330,8 @@ def run_loop(
     skipped_in_a_row = 0
     for step in bar:
         step_key = jax.random.fold_in(loop_key, step)
+        if jax.process_count() > 1:  # every input of a multi-process computation is global
+            step_key = replicate(mesh, step_key)
         contexts = shard_contexts(mesh, sample_contexts(step_key))
         state, metrics = step_fn(state, contexts)
         unchecked.append((step, _step_flags(metrics)))

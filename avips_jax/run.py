@@ -42,6 +42,7 @@ import tensorboardX
 
 from avips_jax import (
     checkpoint,
+    distributed,
     fit,
     methods,
     preemption,
@@ -120,7 +121,7 @@ def continue_config(workdir: pathlib.Path, config: ml_collections.ConfigDict, st
     print(f"{workdir}: continuing from step {step} with {changes}.")
 
 
-def restore_newest_intact(workdir: pathlib.Path, trainer) -> tuple[int, object, dict]:
+def restore_newest_intact(workdir: pathlib.Path, trainer, mesh=None) -> tuple[int, object, dict]:
     """(step, state, records) of the newest checkpoint that reads back intact. Damaged newer
     ones are moved to `<workdir>/corrupt_checkpoints/` (never deleted), each with a one-line
     message, but only once an intact one is found.
@@ -128,7 +129,7 @@ def restore_newest_intact(workdir: pathlib.Path, trainer) -> tuple[int, object, 
     Raises:
         checkpoint.CorruptCheckpointError: no checkpoint is intact (nothing is moved).
     """
-    like = checkpoint.abstract_state(trainer)
+    like = checkpoint.abstract_state(trainer, mesh)
     damaged = []
     for step in reversed(checkpoint.all_steps(workdir)):
         try:
@@ -136,7 +137,7 @@ def restore_newest_intact(workdir: pathlib.Path, trainer) -> tuple[int, object, 
         except checkpoint.CorruptCheckpointError as err:
             damaged.append((step, err))
             continue
-        for bad_step, err in damaged:
+        for bad_step, err in damaged if distributed.is_writer() else ():
             dest = workdir / CORRUPT_DIR / str(bad_step)
             dest.parent.mkdir(exist_ok=True)
             if dest.exists():
@@ -184,6 +185,7 @@ def train_and_checkpoint(
     *,
     progress: bool = True,
     on_step=None,
+    mesh=None,
 ) -> fit.FitResult | None:
     """Trains `config` in `workdir`, resuming from its newest checkpoint.
 
@@ -192,6 +194,10 @@ def train_and_checkpoint(
         workdir: the run directory.
         progress: show a tqdm bar.
         on_step: extra per-step hook, called after checkpointing (tests use it to stop a run).
+        mesh: train data-parallel over this device mesh (`distributed.data_mesh()`; contexts
+            sharded, state replicated). Across several processes every process calls this with
+            the same arguments; process 0 alone writes the directory's files but the
+            checkpoints, which orbax writes collectively.
 
     Returns:
         The `fit.FitResult`, or None if the run had already finished (nothing is written then).
@@ -213,44 +219,70 @@ def train_and_checkpoint(
     # A run trains on its own copy of a robot file (robot_snapshot): a resumed one reads it.
     target = targets.from_config(robot_snapshot.use_stored(config, workdir))
     trainer = methods.make_trainer(settings, target)  # its refusals come before any write
-    if step is not None and step >= settings.schedule.num_steps and _intact(workdir, trainer):
-        print(f"{workdir}: the run is complete ({step} of {settings.schedule.num_steps} steps).")
+    _check_mesh(settings, mesh)
+    num_steps = settings.schedule.num_steps
+    if step is not None and step >= num_steps and _intact(workdir, trainer, mesh):
+        _say(f"{workdir}: the run is complete ({step} of {num_steps} steps).")
         return None
+    if not distributed.is_writer():
+        return _train_locked(config, settings, workdir, target, trainer, progress, on_step, mesh)
     workdir.mkdir(parents=True, exist_ok=True)
     with run_lock.hold(workdir):  # one writer: another training process here fails at once
-        return _train_locked(config, settings, workdir, target, trainer, progress, on_step)
+        return _train_locked(config, settings, workdir, target, trainer, progress, on_step, mesh)
 
 
-def _intact(workdir: pathlib.Path, trainer) -> bool:
+def _say(message: str) -> None:
+    """Prints `message` in process 0 only (every process of a multi-process run gets here)."""
+    if distributed.is_writer():
+        print(message)
+
+
+def _check_mesh(settings: Settings, mesh) -> None:
+    """ValueError unless the context batch splits evenly over the mesh's devices."""
+    if mesh is not None and settings.schedule.batch_contexts % mesh.size:
+        raise ValueError(
+            f"train.batch_contexts={settings.schedule.batch_contexts} must be a multiple of the "
+            f"{mesh.size} devices it is split over"
+        )
+
+
+def _intact(workdir: pathlib.Path, trainer, mesh=None) -> bool:
     """Whether the newest checkpoint reads back intact (a damaged one is set aside and the run
     retrained from the newest intact one under the lock: `restore_newest_intact`)."""
     try:
-        checkpoint.restore(workdir, checkpoint.abstract_state(trainer))
+        checkpoint.restore(workdir, checkpoint.abstract_state(trainer, mesh))
     except checkpoint.CorruptCheckpointError:
         return False
     return True
 
 
-def _train_locked(config, settings, workdir, target, trainer, progress, on_step):
-    """`train_and_checkpoint` once it holds the directory's lock: the directory is read again
-    (a run that finished meanwhile is left as it is), then trained from where it stands."""
+def _train_locked(config, settings, workdir, target, trainer, progress, on_step, mesh):
+    """`train_and_checkpoint` once it holds the directory's lock (process 0; the others hold
+    none): the directory is read again (a run that finished meanwhile is left as it is), then
+    trained from where it stands."""
+    writer = distributed.is_writer()
     step = check_workdir(workdir, config)
     t = settings.schedule
     state, records = None, fit.RunRecords()
     if step is not None:
-        step, state, saved_records = restore_newest_intact(workdir, trainer)
+        step, state, saved_records = restore_newest_intact(workdir, trainer, mesh)
         records = fit.RunRecords.from_json(saved_records)
         if step >= t.num_steps:
-            print(f"{workdir}: the run is complete ({step} of {t.num_steps} steps).")
+            _say(f"{workdir}: the run is complete ({step} of {t.num_steps} steps).")
             return None
-        continue_config(workdir, config, step)
-        print(f"{workdir}: resuming from step {step} of {t.num_steps}.")
-    if not (workdir / checkpoint.CONFIG_FILE).exists():
+        if writer:
+            continue_config(workdir, config, step)
+        _say(f"{workdir}: resuming from step {step} of {t.num_steps}.")
+    if writer and not (workdir / checkpoint.CONFIG_FILE).exists():
         checkpoint.save_config(workdir, config)
-    if step is None and robot_snapshot.store(workdir, config) is not None:
-        target = targets.from_config(robot_snapshot.use_stored(config, workdir))
+    if writer and step is None:
+        robot_snapshot.store(workdir, config)
+    distributed.barrier("avips_jax.run.setup")  # the others read the robot copy process 0 made
+    stored = robot_snapshot.use_stored(config, workdir)
+    if step is None and checkpoint.config_differences(stored, config):
+        target = targets.from_config(stored)
         trainer = methods.make_trainer(settings, target)
-    writer, log = _make_logger(workdir, config, records, step)
+    writer_tb, log = _make_logger(workdir, config, records, step) if writer else (None, None)
 
     def save(report: fit.StepReport) -> None:
         checkpoint.save(
@@ -260,30 +292,34 @@ def _train_locked(config, settings, workdir, target, trainer, progress, on_step)
     with preemption.stop_requests() as stop:
 
         def hook(report: fit.StepReport) -> None:
-            if report.scalars is not None:
+            if report.scalars is not None and log is not None:
                 log(report.scalars)
             saved = report.step % t.checkpoint_every == 0 or report.step == report.num_steps
             if saved:
                 save(report)
             if on_step is not None:
                 on_step(report)
-            if stop.signum is not None and report.step < report.num_steps:
+            # Across processes, all stop at the same step once any got the signal.
+            signum = distributed.first_signal(stop.signum)
+            if signum is not None and report.step < report.num_steps:
                 if not saved:
                     save(report)
-                raise preemption.Preempted(stop.signum, report.step)
+                raise preemption.Preempted(signum, report.step)
 
         try:
             return fit.fit(
                 settings,
                 target=target,
                 trainer=trainer,
-                progress=progress,
+                mesh=mesh,
+                progress=progress and writer,
                 initial_state=state,
                 records=records,
                 on_step=hook,
             )
         finally:
-            writer.close()
+            if writer_tb is not None:
+                writer_tb.close()
 
 
 def train_and_evaluate(
@@ -294,12 +330,14 @@ def train_and_evaluate(
     on_step=None,
     refine_fn=refine.refine,
     latency: bool = True,
+    mesh=None,
 ) -> tuple[fit.FitResult | None, dict | None]:
     """`train_and_checkpoint`, then the evaluation of the final model on the config's fixed test
     set (`run_report.evaluate_run`): `<workdir>/plots/*.png` and `<workdir>/metrics.json`.
 
     Args:
-        config, workdir, progress, on_step: as `train_and_checkpoint`.
+        config, workdir, progress, on_step, mesh: as `train_and_checkpoint` (the evaluation
+            runs in process 0 only).
         refine_fn: the LM refinement of the refined-success, MMD and coverage metrics (None:
             skip them).
         latency: also time sampling.
@@ -311,8 +349,10 @@ def train_and_evaluate(
     Raises:
         As `train_and_checkpoint`, before anything is written.
     """
-    result = train_and_checkpoint(config, workdir, progress=progress, on_step=on_step)
+    result = train_and_checkpoint(config, workdir, progress=progress, on_step=on_step, mesh=mesh)
     workdir = pathlib.Path(workdir)
+    if not distributed.is_writer():
+        return result, None
     trained = checkpoint.load_model(workdir)
     if not isinstance(trained.target, targets.RobotTarget):
         return result, None

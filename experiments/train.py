@@ -4,6 +4,13 @@ killed run.
     python -m experiments.train --config=experiments/configs/panda.py:quick --workdir=runs/panda
     python -m experiments.train --config=experiments/configs/toy.py:banana,quick \
         --config.train.num_steps=500 --workdir=/tmp/banana
+    # one of N processes (each on its host; the workdir on a shared file system):
+    python -m experiments.train --config=... --workdir=... \
+        --coordinator_address=host0:1234 --num_processes=N --process_id=i
+    python -m experiments.train --config=... --workdir=... --distributed   # TPU pod, SLURM
+
+Training is data-parallel over every device of every process (`avips_jax.distributed`):
+contexts sharded, parameters replicated; process 0 writes the run directory.
 
 What the run directory holds, and how resuming, continuing (a larger
 `--config.train.num_steps`) and a differing config are handled: see `avips_jax/run.py`.
@@ -21,7 +28,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from avips_jax import loop, preemption, run, run_lock, run_report, runtime
+from avips_jax import distributed, loop, preemption, run, run_lock, run_report, runtime
 
 from . import cli_flags
 
@@ -40,6 +47,19 @@ def define_flags() -> None:
     flags.DEFINE_bool(
         "evaluate", False, "Then evaluate the model (robot targets): metrics.json and plots."
     )
+    flags.DEFINE_string(
+        "coordinator_address",
+        None,
+        "Multi-process training: host:port of process 0 (with --num_processes, --process_id).",
+    )
+    flags.DEFINE_integer("num_processes", None, "Multi-process training: number of processes.")
+    flags.DEFINE_integer("process_id", None, "Multi-process training: this process's index.")
+    flags.DEFINE_bool(
+        "distributed",
+        False,
+        "Multi-process training with the settings the cluster provides (TPU pod slice, SLURM, "
+        "Open MPI: jax.distributed.initialize's auto-detection).",
+    )
     flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -48,17 +68,23 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
-    print(f"JAX devices: {jax.devices()}")
+    multi = (FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     try:
+        if FLAGS.distributed or any(v is not None for v in multi):
+            distributed.initialize(*multi)
+        # Data-parallel over every device of every process (one device: no mesh at all).
+        mesh = distributed.data_mesh() if jax.device_count() > 1 else None
+        if distributed.is_writer():
+            print(f"JAX devices: {jax.devices()} in {jax.process_count()} process(es)")
         if FLAGS.evaluate:
             result, metrics = run.train_and_evaluate(
-                FLAGS.config, FLAGS.workdir, progress=FLAGS.progress
+                FLAGS.config, FLAGS.workdir, progress=FLAGS.progress, mesh=mesh
             )
         else:
-            result, metrics = (
-                run.train_and_checkpoint(FLAGS.config, FLAGS.workdir, progress=FLAGS.progress),
-                None,
+            result = run.train_and_checkpoint(
+                FLAGS.config, FLAGS.workdir, progress=FLAGS.progress, mesh=mesh
             )
+            metrics = None
     except (
         ValueError,
         TypeError,
@@ -73,7 +99,7 @@ def main(argv):
     except preemption.Preempted as err:
         print(f"{FLAGS.workdir}: {err}; relaunch the same command to resume.", file=sys.stderr)
         sys.exit(err.exit_code)
-    if result is not None:
+    if result is not None and distributed.is_writer():
         last = result.history[-1] if result.history else {}
         print(
             f"done: {FLAGS.workdir} step {int(result.state.step)}, elbo {last.get('elbo')}, "
