@@ -10,6 +10,7 @@ this process and a subprocess may differ in the last bit).
 import json
 import os
 import pathlib
+import re
 import shutil
 import signal
 import subprocess
@@ -163,6 +164,7 @@ def test_a_garbled_newest_checkpoint_is_set_aside_and_the_run_resumes_from_the_o
     moved = workdir / run.CORRUPT_DIR / str(STEPS)
     assert f"checkpoint {newest} is damaged" in out and f"moved it to {moved}" in out, out
     assert "resuming from step 40" in out and "Traceback" not in out + err
+    assert not re.findall(r"^I\d{4} ", err, re.M)  # no INFO lines (orbax logs each file)
     assert moved.is_dir()  # kept, not deleted
     _assert_same_state(reference, workdir)
 
@@ -242,6 +244,7 @@ def test_a_read_only_run_evaluates_into_out_and_fails_at_once_without_it(tmp_pat
         assert "--out=DIR" in last
         proc = evaluate("--nolatency", "--norefine", f"--out={out}")
         assert proc.returncode == 0, proc.stderr
+        assert not re.findall(r"^I\d{4} ", proc.stderr, re.M)  # no INFO lines (orbax's)
         assert json.loads((out / run_report.METRICS_FILE).read_text())["num_targets"] == 1
         assert (out / run_report.PLOTS_DIR / "position_error_hist.png").is_file()
         assert _snapshot(workdir) == before
