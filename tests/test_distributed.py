@@ -21,10 +21,6 @@ import pytest
 from avips_jax import checkpoint, run
 from tests.experiments import cli
 
-# About 4 minutes on 2 cores (five 2-process launches, each compiling its programs): over what
-# the default suite's 15 minutes leave; `bash scripts/test.sh -m slow` runs it.
-pytestmark = pytest.mark.slow
-
 SPEC = "moving_gmm,test"
 STEPS = 40
 ARGS = (
@@ -127,6 +123,7 @@ def test_two_processes_train_as_one_process_with_two_devices(two_processes, tmp_
     assert events == checkpoint.restore_records(single)["events"]
 
 
+@pytest.mark.slow  # two more 2-process launches (~2 min on 2 cores) than the default suite has
 def test_both_killed_then_relaunched_resume_to_the_same_result(two_processes, tmp_path):
     workdir = tmp_path / "killed"
     procs = _launch_pair(workdir)
