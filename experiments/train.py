@@ -74,6 +74,13 @@ def main(argv):
             distributed.initialize(*multi)
         # Data-parallel over every device of every process (one device: no mesh at all).
         mesh = distributed.data_mesh() if jax.device_count() > 1 else None
+        if FLAGS.evaluate and jax.process_count() > 1:
+            # Process 0 alone would load the checkpoint, and orbax's restore waits for every
+            # process: it would hang. Evaluate the run directory afterwards instead.
+            raise ValueError(
+                "--evaluate works in single-process runs only; run experiments.evaluate on "
+                f"{FLAGS.workdir} after training"
+            )
         if distributed.is_writer():
             print(f"JAX devices: {jax.devices()} in {jax.process_count()} process(es)")
         if FLAGS.evaluate:

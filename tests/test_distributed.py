@@ -46,7 +46,7 @@ def _env(host_devices: int = 1) -> dict:
     return env
 
 
-def _launch_pair(workdir: pathlib.Path) -> list[subprocess.Popen]:
+def _launch_pair(workdir: pathlib.Path, *extra: str) -> list[subprocess.Popen]:
     port = _free_port()
     return [
         subprocess.Popen(
@@ -59,6 +59,7 @@ def _launch_pair(workdir: pathlib.Path) -> list[subprocess.Popen]:
                 f"--coordinator_address=localhost:{port}",
                 "--num_processes=2",
                 f"--process_id={i}",
+                *extra,
             ],
             cwd=cli.ROOT,
             env=_env(),
@@ -143,3 +144,12 @@ def test_both_killed_then_relaunched_resume_to_the_same_result(two_processes, tm
         assert code == 0, err[-3000:]
     assert f"resuming from step {stopped} of {STEPS}" in results[0][1]
     _assert_same(two_processes, workdir)
+
+
+def test_evaluate_after_a_multi_process_run_is_refused_up_front(tmp_path):
+    # Process 0 alone would restore the checkpoint, which orbax makes every process wait for.
+    results = _finish(_launch_pair(tmp_path / "run", "--evaluate"))
+    for code, _, err in results:
+        assert code == 1, err[-2000:]
+        assert "--evaluate works in single-process runs only" in err
+    assert not (tmp_path / "run").exists()
