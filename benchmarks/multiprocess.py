@@ -152,7 +152,9 @@ def main(argv) -> None:
         worker()
         return
     results = [(name, run_layout(p, d)) for name, p, d in LAYOUTS]
-    command = f"python -m benchmarks.multiprocess {shlex.join(sys.argv[1:])}".strip()
+    xla_flags = os.environ.get("XLA_FLAGS")
+    prefix = f"XLA_FLAGS={shlex.quote(xla_flags)} " if xla_flags else ""
+    command = f"{prefix}python -m benchmarks.multiprocess {shlex.join(sys.argv[1:])}".strip()
     text = render(command, results)
     print(text)
     if FLAGS.output:

@@ -25,7 +25,7 @@ def test_tiny_run_times_both_layouts(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = out.read_text()
-    assert f"python -m benchmarks.multiprocess --tiny --output={out}" in text
+    assert f"python -m benchmarks.multiprocess --tiny --output={out}`" in text
     rows = [
         line
         for line in text.splitlines()
