@@ -27,6 +27,7 @@ import sys
 
 from absl import app, flags
 
+from avips_jax import runtime
 from benchmarks import accelerator
 
 FLAGS = flags.FLAGS
@@ -164,5 +165,6 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
+    runtime.set_cpu_safety_flags()
     define_flags()
     app.run(main)
