@@ -15,12 +15,17 @@ On a TPU pod slice, or a SLURM / Open MPI job, `initialize()` without arguments 
 settings from the environment (`jax.distributed.initialize`'s cluster detection).
 """
 
+import itertools
+
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 
 AXIS = "data"
+# How long `wait_for_all` waits for the slowest process (process 0 evaluating a model alone).
+WAIT_TIMEOUT_S = 24 * 3600
+_barrier_ids = itertools.count()  # every process runs the same program: the same sequence
 
 
 def initialize(
@@ -69,6 +74,25 @@ def barrier(name: str) -> None:
     """Waits until every process reaches the barrier `name` (no-op in one process)."""
     if is_multiprocess():
         multihost_utils.sync_global_devices(name)
+
+
+def wait_for_all(name: str, timeout_s: float = WAIT_TIMEOUT_S) -> None:
+    """Waits until every process reaches `name`, through the coordination service rather than
+    the devices (no-op in one process): for processes that idle while process 0 works alone,
+    e.g. evaluates a model. A device collective (`barrier`) would time out, or make JAX's own
+    shutdown barrier give up, while process 0 works for minutes.
+
+    Raises:
+        jax.errors.JaxRuntimeError: `timeout_s` passed, or a process died.
+    """
+    if not is_multiprocess():
+        return
+    # jax.distributed keeps its coordination-service client here; JAX has no public barrier that
+    # leaves the devices out.
+    from jax._src import distributed as jax_distributed
+
+    barrier_id = f"{name}.{next(_barrier_ids)}"
+    jax_distributed.global_state.client.wait_at_barrier(barrier_id, int(timeout_s * 1000))
 
 
 def first_signal(signum: int | None) -> int | None:

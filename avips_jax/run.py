@@ -337,7 +337,7 @@ def train_and_evaluate(
 
     Args:
         config, workdir, progress, on_step, mesh: as `train_and_checkpoint` (the evaluation
-            runs in process 0 only).
+            runs in process 0 only, `in_writer`).
         refine_fn: the LM refinement of the refined-success, MMD and coverage metrics (None:
             skip them).
         latency: also time sampling.
@@ -351,11 +351,27 @@ def train_and_evaluate(
     """
     result = train_and_checkpoint(config, workdir, progress=progress, on_step=on_step, mesh=mesh)
     workdir = pathlib.Path(workdir)
-    if not distributed.is_writer():
-        return result, None
+
+    def evaluate(trained: checkpoint.TrainedRun) -> dict | None:
+        if not isinstance(trained.target, targets.RobotTarget):
+            return None
+        metrics, _ = run_report.evaluate_run(trained, refine_fn=refine_fn, latency=latency)
+        run_report.write_metrics(workdir / run_report.METRICS_FILE, metrics)
+        return metrics
+
+    return result, in_writer(workdir, evaluate)
+
+
+def in_writer(workdir: str | pathlib.Path, fn):
+    """`fn(checkpoint.load_model(workdir))` in process 0, which returns its result; None in the
+    other processes of a multi-process run. Every process loads the model (orbax restores
+    collectively: process 0 alone would wait forever); the others then wait until process 0 is
+    done (`distributed.wait_for_all`), so that none exits while it works."""
     trained = checkpoint.load_model(workdir)
-    if not isinstance(trained.target, targets.RobotTarget):
-        return result, None
-    metrics, _ = run_report.evaluate_run(trained, refine_fn=refine_fn, latency=latency)
-    run_report.write_metrics(workdir / run_report.METRICS_FILE, metrics)
-    return result, metrics
+    if not distributed.is_writer():
+        distributed.wait_for_all("avips_jax.run.in_writer")
+        return None
+    try:
+        return fn(trained)
+    finally:
+        distributed.wait_for_all("avips_jax.run.in_writer")

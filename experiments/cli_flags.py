@@ -4,15 +4,21 @@
   clear message for an unknown `--config.` key (absl's own is a KeyError traceback);
 * `config_override_parser`: for the entry points that build many configs (compare, seeds,
   latent_scale), `--config.a.b=v` (repeatable) becomes the override "a.b=v" applied to every
-  config they build (`avips_jax.presets.apply_overrides`).
+  config they build (`avips_jax.presets.apply_overrides`);
+* `define_distributed_flags` / `start_distributed`: the multi-process settings of the entry
+  points that train (train, compare) and the data-parallel mesh over every process's devices.
 """
 
 import importlib.util
 import pathlib
 import sys
 
+import jax
 import ml_collections
 from absl import app, flags
+from jax.sharding import Mesh
+
+from avips_jax import distributed
 
 
 def _load_config_file(spec: str) -> ml_collections.ConfigDict:
@@ -134,3 +140,38 @@ def config_override_parser(overrides: list[str]):
         return app.parse_flags_with_usage(rest)
 
     return parse
+
+
+def define_distributed_flags() -> None:
+    """--coordinator_address, --num_processes, --process_id, --distributed."""
+    flags.DEFINE_string(
+        "coordinator_address",
+        None,
+        "Multi-process training: host:port of process 0 (with --num_processes, --process_id).",
+    )
+    flags.DEFINE_integer("num_processes", None, "Multi-process training: number of processes.")
+    flags.DEFINE_integer("process_id", None, "Multi-process training: this process's index.")
+    flags.DEFINE_bool(
+        "distributed",
+        False,
+        "Multi-process training with the settings the cluster provides (TPU pod slice, SLURM, "
+        "Open MPI: jax.distributed.initialize's auto-detection).",
+    )
+
+
+def start_distributed() -> Mesh | None:
+    """Joins the multi-process job the flags of `define_distributed_flags` describe (if any),
+    then returns the data-parallel mesh over every device of every process, or None for a
+    single device (no mesh: one-device runs stay as they are).
+
+    Raises:
+        ValueError: only some of the three explicit settings given.
+    """
+    explicit = (
+        flags.FLAGS.coordinator_address,
+        flags.FLAGS.num_processes,
+        flags.FLAGS.process_id,
+    )
+    if flags.FLAGS.distributed or any(v is not None for v in explicit):
+        distributed.initialize(*explicit)
+    return distributed.data_mesh() if jax.device_count() > 1 else None

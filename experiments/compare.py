@@ -4,6 +4,9 @@ r"""Trains (or loads) every method on every robot and writes the comparison tabl
     python -m experiments.compare --preset=full                  # GPU budget (paper scale)
     python -m experiments.compare --robots=panda --methods=avips,vanilla_gmm,gan_no_disc \
         --num_steps=20 --num_targets=3 --samples_per_target=8 --runs_dir=/tmp/c --out=/tmp/c/cmp
+    # one of N processes (each on its host; runs_dir and out on a shared file system):
+    python -m experiments.compare --preset=full \
+        --coordinator_address=host0:1234 --num_processes=N --process_id=i   # or --distributed
 
 Each (robot, method) runs `experiments/configs/<robot>.py` at `--preset` switched to the method
 (`presets.apply_method`, as `--config=experiments/configs/<robot>.py:<preset>,<method>` would),
@@ -13,9 +16,11 @@ with `--num_steps` / `--train_seed` / `--config.key=value` overriding the config
 combination a method does not support (its trainer refuses the target) is skipped with the
 reason; a run that fails is reported as failed and the others go on. Every model of a robot is
 evaluated on the same seeded test set (`avips_jax.run_report.evaluate_run`; metrics.json and
-plots go to its run directory). Writes `<out>.md` (tables, notes, the paper's claims checked by
-`compare_claims`, the command, config hashes and hardware), `<out>.csv` (one row per robot and
-method) and `<out>_<robot>.png` (the solution sets of all models for test target 0).
+plots go to its run directory). Every run trains data-parallel over every device of every
+process (as experiments/train.py does); process 0 alone evaluates and writes. Writes
+`<out>.md` (tables, notes, the paper's claims checked by `compare_claims`, the command, config
+hashes and hardware), `<out>.csv` (one row per robot and method) and `<out>_<robot>.png` (the
+solution sets of all models for test target 0).
 """
 
 import dataclasses
@@ -33,6 +38,7 @@ from absl import app, flags, logging
 
 from avips_jax import (
     checkpoint,
+    distributed,
     ik_evaluation,
     methods,
     presets,
@@ -83,6 +89,7 @@ def define_flags() -> None:
     flags.DEFINE_bool("refine", True, "Refinement metrics (refined success, MMD, coverage).")
     flags.DEFINE_bool("latency", True, "Time sampling (1 x 2000 and 1000 x 250 samples).")
     flags.DEFINE_bool("progress_bar", True, "Show a progress bar while training.")
+    cli_flags.define_distributed_flags()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,10 +232,12 @@ def metrics_row(robot: str, method: str, metrics: dict, run, trained: str) -> di
     return row
 
 
-def train_or_load(config: ml_collections.ConfigDict, workdir: pathlib.Path, progress: bool) -> str:
-    """Trains (or resumes) the run in `workdir`; "loaded" if it had already finished, else
-    "here"."""
-    result = run_lib.train_and_checkpoint(config, workdir, progress=progress)
+def train_or_load(
+    config: ml_collections.ConfigDict, workdir: pathlib.Path, progress: bool, mesh=None
+) -> str:
+    """Trains (or resumes) the run in `workdir`, data-parallel over `mesh` if given; "loaded" if
+    it had already finished, else "here"."""
+    result = run_lib.train_and_checkpoint(config, workdir, progress=progress, mesh=mesh)
     return "loaded" if result is None else "here"
 
 
@@ -243,8 +252,14 @@ def figure_panel(run, method: str, contexts: jax.Array, n: int, seed: int):
 
 
 def evaluate_one(robot: str, method: str, workdir: pathlib.Path, settings: Settings, trained: str):
-    """(row, panel or None) of the finished run in `workdir`; writes its metrics.json and plots."""
-    run = checkpoint.load_model(workdir)
+    """(row, panel or None) of the finished run in `workdir`; writes its metrics.json and plots.
+    In a multi-process run: in process 0 (the others get None, `run.in_writer`)."""
+    return run_lib.in_writer(
+        workdir, lambda run: _evaluate_loaded(run, robot, method, workdir, settings, trained)
+    )
+
+
+def _evaluate_loaded(run, robot, method, workdir, settings, trained):
     ev = run_report.eval_settings(
         run.config, settings.num_targets, settings.samples_per_target, settings.seed
     )
@@ -302,14 +317,15 @@ def plan(settings: Settings) -> list[Job]:
     return jobs
 
 
-def run_job(job: Job, settings: Settings):
-    """(row, panel or None) of one job: skipped, or trained/loaded and evaluated; an error in
-    training or evaluation gives a "failed" row (the traceback is logged)."""
+def run_job(job: Job, settings: Settings, mesh=None):
+    """(row, panel or None) of one job: skipped, or trained/loaded (over `mesh`) and evaluated;
+    an error in training or evaluation gives a "failed" row (the traceback is logged). None in
+    the processes other than 0 of a multi-process run."""
     if job.skip_reason is not None:
         note = f"not supported: {job.skip_reason}"
         return compare_table.skipped_row(job.robot, job.method, "skipped", note), None
     try:
-        trained = train_or_load(job.config, job.workdir, settings.progress_bar)
+        trained = train_or_load(job.config, job.workdir, settings.progress_bar, mesh)
         return evaluate_one(job.robot, job.method, job.workdir, settings, trained)
     except Exception as err:  # one failed run must not lose the others' results
         logging.exception("%s / %s failed", job.robot, job.method)
@@ -339,11 +355,17 @@ def write_robot_figure(
     )
 
 
-def run_robot(robot: str, jobs: list[Job], settings: Settings) -> tuple[list[dict], list]:
-    """The rows of one robot's jobs and its figure (a list of 0 or 1 paths)."""
+def run_robot(
+    robot: str, jobs: list[Job], settings: Settings, mesh=None
+) -> tuple[list[dict], list]:
+    """The rows of one robot's jobs and its figure (a list of 0 or 1 paths); nothing in the
+    processes other than 0 of a multi-process run."""
     rows, panels = [], []
     for job in jobs:
-        row, panel = run_job(job, settings)
+        outcome = run_job(job, settings, mesh)
+        if outcome is None:
+            continue
+        row, panel = outcome
         rows.append(row)
         if panel is not None:
             panels.append(panel)
@@ -366,11 +388,19 @@ def write_report(rows: list[dict], figures: list, settings: Settings, command: s
     return md_path, csv_path
 
 
-def run_comparison(settings: Settings, command: str) -> tuple[pathlib.Path, pathlib.Path, list]:
+def run_comparison(
+    settings: Settings, command: str, mesh=None
+) -> tuple[pathlib.Path, pathlib.Path, list] | None:
     """Plans, trains/loads, evaluates, and writes `<out>.md`, `<out>.csv` and the figures.
 
+    Args:
+        settings: what to compare and where.
+        command: the command line the report names.
+        mesh: train every run data-parallel over this device mesh (`distributed.data_mesh()`);
+            in a multi-process run, every process calls this and process 0 evaluates and writes.
+
     Returns:
-        (markdown path, CSV path, figure paths).
+        (markdown path, CSV path, figure paths); None in the processes other than 0.
 
     Raises:
         ValueError: bad settings, or a run directory of another config (before any training).
@@ -380,10 +410,12 @@ def run_comparison(settings: Settings, command: str) -> tuple[pathlib.Path, path
     rows, figures = [], []
     for robot in settings.robots:
         robot_rows, robot_figures = run_robot(
-            robot, [j for j in jobs if j.robot == robot], settings
+            robot, [j for j in jobs if j.robot == robot], settings, mesh
         )
         rows += robot_rows
         figures += robot_figures
+    if not distributed.is_writer():
+        return None
     md_path, csv_path = write_report(rows, figures, settings, command)
     return md_path, csv_path, figures
 
@@ -414,9 +446,13 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
     command = " ".join(["python -m experiments.compare", *map(shlex.quote, sys.argv[1:])])
     try:
-        md_path, csv_path, figures = run_comparison(settings_from_flags(), command)
+        mesh = cli_flags.start_distributed()  # data-parallel over every device of every process
+        written = run_comparison(settings_from_flags(), command, mesh)
     except (ValueError, KeyError, FileNotFoundError) as err:
         sys.exit(f"compare: error: {err}")
+    if written is None:  # a process other than 0 of a multi-process run: it trained, no more
+        return
+    md_path, csv_path, figures = written
     print(md_path.read_text(encoding="utf-8"))
     print(f"table: {md_path}\ncsv: {csv_path}")
     for path in figures:

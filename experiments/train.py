@@ -47,19 +47,7 @@ def define_flags() -> None:
     flags.DEFINE_bool(
         "evaluate", False, "Then evaluate the model (robot targets): metrics.json and plots."
     )
-    flags.DEFINE_string(
-        "coordinator_address",
-        None,
-        "Multi-process training: host:port of process 0 (with --num_processes, --process_id).",
-    )
-    flags.DEFINE_integer("num_processes", None, "Multi-process training: number of processes.")
-    flags.DEFINE_integer("process_id", None, "Multi-process training: this process's index.")
-    flags.DEFINE_bool(
-        "distributed",
-        False,
-        "Multi-process training with the settings the cluster provides (TPU pod slice, SLURM, "
-        "Open MPI: jax.distributed.initialize's auto-detection).",
-    )
+    cli_flags.define_distributed_flags()
     flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -68,19 +56,8 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
-    multi = (FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     try:
-        if FLAGS.distributed or any(v is not None for v in multi):
-            distributed.initialize(*multi)
-        # Data-parallel over every device of every process (one device: no mesh at all).
-        mesh = distributed.data_mesh() if jax.device_count() > 1 else None
-        if FLAGS.evaluate and jax.process_count() > 1:
-            # Process 0 alone would load the checkpoint, and orbax's restore waits for every
-            # process: it would hang. Evaluate the run directory afterwards instead.
-            raise ValueError(
-                "--evaluate works in single-process runs only; run experiments.evaluate on "
-                f"{FLAGS.workdir} after training"
-            )
+        mesh = cli_flags.start_distributed()  # data-parallel over every device of every process
         if distributed.is_writer():
             print(f"JAX devices: {jax.devices()} in {jax.process_count()} process(es)")
         if FLAGS.evaluate:
