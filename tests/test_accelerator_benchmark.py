@@ -131,6 +131,7 @@ def tiny_run(tmp_path_factory):
     return out.read_text(), proc.stderr
 
 
+@pytest.mark.slow  # ~30 s idle: a subprocess on 2 devices; the helpers above are the default's
 def test_tiny_run_records_two_devices_and_the_command(tiny_run):
     text, log = tiny_run
     assert "- Devices: 2 x " in text
@@ -139,6 +140,7 @@ def test_tiny_run_records_two_devices_and_the_command(tiny_run):
     assert log.count("panda train on") == 2  # progress logged per row
 
 
+@pytest.mark.slow  # ~30 s idle: a subprocess on 2 devices; the helpers above are the default's
 def test_tiny_run_has_a_row_per_device_count_with_positive_finite_numbers(tiny_run):
     tables = _tables(tiny_run[0])
     assert set(TABLES) <= set(tables)
@@ -156,6 +158,7 @@ def test_tiny_run_has_a_row_per_device_count_with_positive_finite_numbers(tiny_r
         assert float(rows[1][7].rstrip("x")) == pytest.approx(ratio, rel=0.016)
 
 
+@pytest.mark.slow  # ~30 s idle: a subprocess on 2 devices; the helpers above are the default's
 def test_tiny_run_throughput_is_items_over_median_time(tiny_run):
     tables = _tables(tiny_run[0])
     train = tables["Train step"][0]

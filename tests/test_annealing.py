@@ -13,6 +13,8 @@ from avips_jax import fit, presets, train
 from avips_jax.settings import Settings
 from tests.test_train import _small_config
 
+pytestmark = pytest.mark.usefixtures("fast_compiles")  # compile time dominates
+
 
 def test_beta_rises_log_linearly_from_the_start_value_to_one():
     beta = lambda step, steps=100: float(train.target_beta(jnp.int32(step), steps, 0.01))

@@ -13,6 +13,8 @@ import pytest
 from avips_jax import fit, presets
 from experiments.configs import panda, planar
 
+pytestmark = pytest.mark.usefixtures("fast_compiles")  # compile time dominates
+
 STABLE = (
     "projection.covariance=True",
     "projection.covariance_gradient='stop'",

@@ -8,6 +8,8 @@ from scipy.spatial.distance import pdist
 
 from avips_jax import ik_metrics
 
+pytestmark = pytest.mark.usefixtures("fast_compiles")  # compile time dominates
+
 C, A = ik_metrics.IKFLOW_KERNEL_C, ik_metrics.IKFLOW_KERNEL_A
 
 

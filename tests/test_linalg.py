@@ -11,6 +11,8 @@ from jax.test_util import check_grads
 
 from avips_jax import linalg
 
+pytestmark = pytest.mark.usefixtures("fast_compiles")  # compile time dominates
+
 
 def _spd(rng, batch, d):
     a = rng.normal(size=(*batch, d, d))

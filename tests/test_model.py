@@ -9,6 +9,8 @@ from avips_jax import config, gmm, model, sampling_model, train
 from avips_jax.settings import Settings
 from avips_jax.targets import make_target
 
+pytestmark = pytest.mark.usefixtures("fast_compiles")  # compile time dominates
+
 
 @pytest.fixture(scope="module")
 def tiny():

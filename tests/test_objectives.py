@@ -9,6 +9,8 @@ import pytest
 
 from avips_jax import gmm, objectives, projection
 
+pytestmark = pytest.mark.usefixtures("fast_compiles")  # compile time dominates
+
 B, K, D, S = 3, 4, 2, 6
 # The thesis loss: no projection regression, own rewards, no uniform share in the weights.
 _THESIS = dict(

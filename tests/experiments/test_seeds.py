@@ -5,6 +5,7 @@ import csv
 import pytest
 
 from experiments import compare, seeds
+from tests import fingerprints
 
 pytestmark = pytest.mark.usefixtures("fast_compiles")
 
@@ -71,6 +72,7 @@ def test_two_seeds_train_in_their_own_directories_and_differ(tmp_path):
         robots=("panda",),
         methods=("gan_no_disc",),
         num_steps=5,
+        overrides=fingerprints.OVERRIDES["gan_no_disc"],  # a tiny GAN
         num_targets=2,
         samples_per_target=8,
         runs_dir=str(tmp_path / "runs"),

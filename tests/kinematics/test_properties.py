@@ -11,6 +11,8 @@ from avips_jax import kinematics
 from avips_jax.kinematics import trig
 from tests.kinematics import references
 
+pytestmark = pytest.mark.usefixtures("fast_compiles")  # compile time dominates
+
 ALL_ROBOTS = ["panda", "valkyrie", "valkyrie_arm_shoulder", "valkyrie_arm", "atlas", "atlas_arm",
               "talos", "planar_7"]  # fmt: skip
 

@@ -9,6 +9,8 @@ from avips_jax import kinematics
 from avips_jax.kinematics import errors, robots, tree
 from avips_jax.targets import ik_robot, make_target
 
+pytestmark = pytest.mark.usefixtures("fast_compiles")  # compile time dominates
+
 # A hand-written 4-joint arm with a gripper finger and a camera: three leaf links below "base".
 ARM = """<robot name="arm4">
   <link name="base"/><link name="l1"/><link name="l2"/><link name="l3"/><link name="l4"/>

@@ -7,6 +7,8 @@ import pytest
 from avips_jax import targets
 from avips_jax.targets import talos_data
 
+pytestmark = pytest.mark.usefixtures("fast_compiles")  # compile time dominates
+
 
 @pytest.fixture(scope="module")
 def target():
