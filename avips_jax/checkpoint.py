@@ -15,18 +15,13 @@ such temporary directories, and any step directory that lacks one of the files a
 writes, are never taken for a checkpoint.
 
 Integrity, checked by every restore (`CorruptCheckpointError`, one line naming the checkpoint):
-- `files.sha256.json`, the SHA-256 of every file of the step directory, written once orbax has
-  finished; checked before orbax reads anything, so flipped bits, truncated or missing files are
-  named without TensorStore's error output;
-- the item "digest", a SHA-256 over the state's arrays (path, dtype, shape and bytes of each
-  leaf) and the records, computed before writing and saved atomically with them; `restore`
-  recomputes it from what it read (a save killed before its checksum file still has this).
-Checkpoints written before these existed load unverified. A state holding NaN or infinity is
-never saved (`loop.DivergenceError`), and `load_model` refuses one.
+`files.sha256.json`, the SHA-256 of every file of the step directory, and the item "digest" over
+the state's arrays and the records (`avips_jax.checkpoint_integrity`). Checkpoints written before
+these existed load unverified. A state holding NaN or infinity is
+never saved (`divergence.DivergenceError`), and `load_model` refuses one.
 """
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -41,7 +36,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding, PartitionSpec, SingleDeviceSharding
 
-from avips_jax import distributed, loop, methods, robot_snapshot, targets, train
+from avips_jax import checkpoint_integrity as integrity
+from avips_jax import distributed, divergence, methods, robot_snapshot, targets, train
+from avips_jax.checkpoint_integrity import CheckpointError, CorruptCheckpointError
 from avips_jax.config import thesis_config
 from avips_jax.settings import Settings
 
@@ -50,18 +47,8 @@ logger = logging.getLogger(__name__)
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
 _STATE, _RECORDS, _DIGEST = "state", "records", "digest"
-_FILE_CHECKSUMS = "files.sha256.json"
 # Files every finished save writes (relative to the step directory).
 _COMPLETE_MARKERS = ("_CHECKPOINT_METADATA", f"{_STATE}/_METADATA", _RECORDS)
-
-
-class CheckpointError(ValueError):
-    """A checkpoint or config file exists but cannot be read (corrupt, or from another config)."""
-
-
-class CorruptCheckpointError(CheckpointError):
-    """A checkpoint's files are damaged: unreadable, or their content does not match the digest
-    written with them."""
 
 
 class CheckpointNotFoundError(FileNotFoundError):
@@ -159,12 +146,12 @@ def save(
 
     Raises:
         ValueError: if a checkpoint of that step exists already or keep < 1.
-        loop.DivergenceError: `state` holds a NaN or an infinity (nothing is written).
+        divergence.DivergenceError: `state` holds a NaN or an infinity (nothing is written).
     """
     if keep < 1:
         raise ValueError(f"keep must be >= 1, got {keep}")
     step = int(state.step)
-    loop.check_finite_state(state, step)
+    divergence.check_finite_state(state, step)
     path = checkpoint_dir(workdir) / str(step)
     if path.exists() and _is_complete(path):
         raise ValueError(f"checkpoint {path} exists already")
@@ -178,7 +165,7 @@ def save(
                 **{
                     _STATE: ocp.args.StandardSave(state),
                     _RECORDS: ocp.args.JsonSave(records or {}),
-                    _DIGEST: ocp.args.JsonSave({"sha256": digest(state, records or {})}),
+                    _DIGEST: ocp.args.JsonSave({"sha256": integrity.digest(state, records or {})}),
                 }
             ),
         )
@@ -186,48 +173,13 @@ def save(
     finally:
         mngr.close()
     if distributed.is_writer():
-        _write_file_checksums(checkpoint_dir(workdir) / str(step))
+        step_dir = checkpoint_dir(workdir) / str(step)
+        write_atomic(
+            step_dir / integrity.FILE_CHECKSUMS,
+            integrity.checksums_json(step_dir),
+        )
     distributed.barrier(f"avips_jax.checkpoint.save.{step}")
     return step
-
-
-def _file_checksums(step_dir: pathlib.Path) -> dict[str, str]:
-    """SHA-256 of every file under `step_dir` (but the checksum file), by relative path."""
-    return {
-        str(path.relative_to(step_dir)): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted(step_dir.rglob("*"))
-        if path.is_file() and path.name != _FILE_CHECKSUMS
-    }
-
-
-def _write_file_checksums(step_dir: pathlib.Path) -> None:
-    write_atomic(step_dir / _FILE_CHECKSUMS, json.dumps(_file_checksums(step_dir), indent=0))
-
-
-def _verify_files(step_dir: pathlib.Path) -> bool:
-    """CorruptCheckpointError naming the first file under `step_dir` that is missing or differs
-    from the checksum written after the save (checked before orbax reads anything, so damaged
-    files never reach TensorStore). Returns whether the files were verified (False: the
-    checkpoint has no checksum file)."""
-    path = step_dir / _FILE_CHECKSUMS
-    if not path.is_file():
-        return False
-    try:
-        expected = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CorruptCheckpointError(
-            f"checkpoint {step_dir} is damaged: {path.name}: {err}"
-        ) from err
-    for name, digest_hex in expected.items():
-        file = step_dir / name
-        if not file.is_file():
-            raise CorruptCheckpointError(f"checkpoint {step_dir} is damaged: {name} is missing")
-        if hashlib.sha256(file.read_bytes()).hexdigest() != digest_hex:
-            raise CorruptCheckpointError(
-                f"checkpoint {step_dir} is damaged: {name} does not match the checksum written "
-                "with it"
-            )
-    return True
 
 
 def _step_to_restore(workdir, step: int | None) -> int:
@@ -241,18 +193,6 @@ def _step_to_restore(workdir, step: int | None) -> int:
             f"no checkpoint of step {step} in {checkpoint_dir(workdir)}; available: {steps}"
         )
     return step
-
-
-def digest(state: Any, records: dict[str, Any]) -> str:
-    """SHA-256 (hex) over every leaf of `state` (its path, dtype, shape and bytes, in tree order)
-    and the canonical JSON of `records`: what `save` writes and `restore` checks."""
-    h = hashlib.sha256()
-    for path, leaf in jax.tree_util.tree_flatten_with_path(jax.device_get(state))[0]:
-        a = np.ascontiguousarray(np.asarray(leaf))
-        h.update(f"{jax.tree_util.keystr(path)}:{a.dtype}:{a.shape};".encode())
-        h.update(a.tobytes())
-    h.update(json.dumps(records, sort_keys=True).encode())
-    return h.hexdigest()
 
 
 def _checkpointer() -> ocp.Checkpointer:
@@ -288,13 +228,6 @@ def _check_fits(checkpointer, path: pathlib.Path, like_state) -> None:
             )
 
 
-def _first_line(err: BaseException, limit: int = 200) -> str:
-    """`Type: message` of `err` on one line (TensorStore messages run over many)."""
-    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
-    text = text if len(text) <= limit else text[: limit - 3] + "..."
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
-
-
 def _restore_items(workdir, step: int | None, like_state) -> tuple[int, Any, dict]:
     """(step, state or None, records) of a checkpoint; with `like_state`, the state is restored
     and checked against the checkpoint's digest (where it has one)."""
@@ -307,7 +240,7 @@ def _restore_items(workdir, step: int | None, like_state) -> tuple[int, Any, dic
         if (path / _DIGEST).exists():
             args[_DIGEST] = ocp.args.JsonRestore()
     try:
-        verified = _verify_files(path)
+        verified = integrity.verify_files(path)
         if like_state is not None:
             _check_fits(checkpointer, path, like_state)
         items = checkpointer.restore(path, args=ocp.args.Composite(**args))
@@ -315,21 +248,18 @@ def _restore_items(workdir, step: int | None, like_state) -> tuple[int, Any, dic
         raise
     except Exception as err:  # orbax / tensorstore raise many types for damaged files
         if verified:  # its files are as written: not damage, so never set aside as damaged
-            raise CheckpointError(f"cannot restore checkpoint {path} ({_first_line(err)})") from err
+            raise CheckpointError(
+                f"cannot restore checkpoint {path} ({integrity.first_line(err)})"
+            ) from err
         raise CorruptCheckpointError(
-            f"checkpoint {path} is damaged and cannot be read ({_first_line(err)})"
+            f"checkpoint {path} is damaged and cannot be read ({integrity.first_line(err)})"
         ) from err
     finally:
         checkpointer.close()
     records = dict(items[_RECORDS] or {})
     state = items[_STATE] if like_state is not None else None
     if _DIGEST in args:
-        saved = dict(items[_DIGEST] or {}).get("sha256")
-        if saved != digest(state, records):
-            raise CorruptCheckpointError(
-                f"checkpoint {path} is damaged: its content does not match the checksum "
-                "written with it"
-            )
+        integrity.check_digest(path, dict(items[_DIGEST] or {}).get("sha256"), state, records)
     return step, state, records
 
 
@@ -505,7 +435,7 @@ def load_model(workdir: str | os.PathLike, step: int | None = None) -> TrainedRu
     target = targets.from_config(robot_snapshot.use_stored(config, workdir))
     trainer = methods.make_trainer(settings, target)
     state = restore(workdir, abstract_state(trainer), step)
-    bad = loop.nonfinite_leaves(state)
+    bad = divergence.nonfinite_leaves(state)
     if bad:
         raise CheckpointError(
             f"checkpoint {checkpoint_dir(workdir) / str(int(state.step))} holds non-finite values "

@@ -27,7 +27,8 @@ from jax.sharding import Mesh
 
 from avips_jax import loop, methods, networks, targets, train
 from avips_jax import model as model_lib
-from avips_jax.loop import NonFiniteContextError, RunRecords, StepReport
+from avips_jax.divergence import NonFiniteContextError
+from avips_jax.loop import RunRecords, StepReport
 from avips_jax.settings import Settings, as_settings
 from avips_jax.trainer import Trainer
 

@@ -22,7 +22,7 @@ import numpy as np
 import tqdm
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from avips_jax import distributed, gmm, networks, pytree, targets, train
+from avips_jax import distributed, divergence, gmm, networks, targets, train
 from avips_jax.settings import Schedule, Settings
 from avips_jax.streams import Stream
 
@@ -33,21 +33,6 @@ LogScalars = Callable[[Any, chex.Array, chex.PRNGKey], dict[str, float]]
 # (state, contexts, key, step) -> (state, events): host-side changes after train step `step`
 # (0-based), with the contexts and key of that step.
 Adapt = Callable[[Any, chex.Array, chex.PRNGKey, int], tuple[Any, list[dict]]]
-
-
-class NonFiniteContextError(ValueError):
-    """A context of the batch is NaN or infinite."""
-
-
-class DivergenceError(RuntimeError):
-    """The run diverged: its state became non-finite, or its updates kept being skipped (more
-    than `MAX_CONSECUTIVE_SKIPPED` in a row) for a non-finite loss, gradient or target."""
-
-
-# The step guard skips an update whose loss, gradient or target is not finite and leaves the
-# state as it was; a run whose updates are skipped this many times in a row makes no progress
-# any more (e.g. a learning rate that threw the parameters far out), so it is stopped.
-MAX_CONSECUTIVE_SKIPPED = 50
 
 
 @dataclasses.dataclass
@@ -295,7 +280,7 @@ def run_loop(
         target: samples the contexts; its name appears in errors.
         state: the state to continue from (any pytree with a scalar `step`).
         step_fn: jitted `(state, contexts) -> (state, metrics)`; metrics may hold
-            "contexts_finite" and "skipped" (see `_check_step`).
+            "contexts_finite" and "skipped" (`divergence.check_step_flags`).
         log_scalars: the model's scalars of a log step (e.g. `avips_log_scalars`).
         records: appended to (history, events) and updated (wall time) in place.
         adapt: optional host-side `(step, state, contexts, key) -> (state, events)` after every
@@ -306,12 +291,13 @@ def run_loop(
         on_step: called as on_step(StepReport) after every step.
 
     Raises:
-        NonFiniteContextError: if a sampled context is NaN or infinite (checked, with the other
-            per-step flags, at the next log step: the steps in between were skipped updates).
-        DivergenceError: at a log step, if the state holds a non-finite value or the last
-            `MAX_CONSECUTIVE_SKIPPED` or more updates were all skipped; `on_step` is not called
-            for that step (so no checkpoint of it is written), the message names the step and
-            the quantity.
+        divergence.NonFiniteContextError: a sampled context is NaN or infinite (checked, with
+            the other per-step flags, at the next log step: the steps in between were skipped
+            updates).
+        divergence.DivergenceError: at a log step, the state holds a non-finite value or the
+            last `MAX_CONSECUTIVE_SKIPPED` or more updates were all skipped; `on_step` is not
+            called for that step (so no checkpoint of it is written), the message names the step
+            and the quantity.
     """
     t = settings.schedule
     sample_contexts = jax.jit(lambda key: target.sample_contexts(key, t.batch_contexts))
@@ -337,9 +323,9 @@ def run_loop(
         unchecked.append((step, _step_flags(metrics)))
         log_step = (step + 1) % t.log_every == 0 or step + 1 == t.num_steps
         if log_step:
-            skipped_in_a_row = _check_steps(unchecked, target, skipped_in_a_row)
+            skipped_in_a_row = divergence.check_step_flags(unchecked, target, skipped_in_a_row)
             unchecked.clear()
-            check_finite_state(state, step + 1)
+            divergence.check_finite_state(state, step + 1)
         if adapt is not None:
             state, events = adapt(state, contexts, step_key, step)
             records.events.extend(events)
@@ -370,59 +356,3 @@ def _show(bar: tqdm.tqdm, scalars: dict) -> None:
 def _step_flags(metrics: dict) -> tuple:
     """(contexts_finite, skipped) of one step's metrics, left on the device."""
     return metrics.get("contexts_finite", True), metrics.get("skipped", 0)
-
-
-def _check_steps(
-    flags: list[tuple[int, tuple]], target: targets.Target, skipped_in_a_row: int
-) -> int:
-    """Reads the flags of the steps since the last check in one transfer (reading them every step
-    would block async dispatch): raises for the first non-finite context batch and for a run of
-    `MAX_CONSECUTIVE_SKIPPED` skipped updates, warns about each skipped (non-finite) update.
-    Returns the number of updates skipped in a row up to the last of these steps."""
-    skipped_steps = []
-    for step, (contexts_finite, skipped) in jax.device_get(flags):
-        if not contexts_finite:
-            raise NonFiniteContextError(
-                f"step {step}: the context batch contains NaN or inf values "
-                f"(target {target.name!r}); fix the context source."
-            )
-        skipped_in_a_row = skipped_in_a_row + 1 if skipped else 0
-        if skipped:
-            skipped_steps.append(step + 1)
-        if skipped_in_a_row >= MAX_CONSECUTIVE_SKIPPED:
-            first = step + 2 - skipped_in_a_row
-            raise DivergenceError(
-                f"the run diverged: the updates of steps {first}-{step + 1} were all skipped "
-                "(non-finite loss, gradient or target); lower the learning rates "
-                "(train.component_lr, train.gate_lr) or add gradient clipping (train.grad_clip)"
-            )
-    if skipped_steps:
-        shown = ", ".join(map(str, skipped_steps[:5])) + (", ..." if len(skipped_steps) > 5 else "")
-        logger.warning(
-            "%d update(s) skipped (non-finite loss, gradient or target): step %s",
-            len(skipped_steps),
-            shown,
-        )
-    return skipped_in_a_row
-
-
-def nonfinite_leaves(state: Any) -> list[str]:
-    """Paths of the leaves of the state's parameters and optimiser state (`params`, `opt_state`;
-    every leaf for a state without them) that hold a NaN or an infinity. Other fields may hold
-    them by design (e.g. the trust region's NaN = no history)."""
-    if hasattr(state, "params") and hasattr(state, "opt_state"):
-        state = {"params": state.params, "opt_state": state.opt_state}
-    return pytree.nonfinite_paths(state)
-
-
-def check_finite_state(state: Any, step: int) -> None:
-    """DivergenceError naming the leaves of the state's parameters or optimiser state that hold a
-    NaN or an infinity after `step` train steps (`nonfinite_leaves`)."""
-    bad = nonfinite_leaves(state)
-    if bad:
-        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
-        raise DivergenceError(
-            f"the run diverged: after step {step} the training state holds non-finite values "
-            f"(in {shown}); lower the learning rates (train.component_lr, train.gate_lr) or add "
-            "gradient clipping (train.grad_clip)"
-        )

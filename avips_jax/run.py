@@ -26,7 +26,7 @@ Faults (each tested in tests/test_faults.py):
 - a second training process on the directory exits at once, naming the first (`run_lock`);
 - SIGINT / SIGTERM save a checkpoint of the current step and end with `preemption.Preempted`
   (the relaunch resumes bit-identically);
-- a diverged run stops with `loop.DivergenceError` (no non-finite checkpoint is written);
+- a diverged run stops with `divergence.DivergenceError` (no non-finite checkpoint is written);
 - a damaged newest checkpoint (`checkpoint.CorruptCheckpointError`) is moved to
   `corrupt_checkpoints/` and the run resumes from the newest intact one.
 
@@ -209,7 +209,7 @@ def train_and_checkpoint(
             `train.lock`, names it); nothing is written.
         preemption.Preempted: SIGINT or SIGTERM arrived; the checkpoint of the step under way
             is saved.
-        loop.DivergenceError: the run diverged; its newest checkpoint is the last finite one.
+        divergence.DivergenceError: the run diverged; its newest checkpoint is the last finite one.
         checkpoint.CorruptCheckpointError: no checkpoint of the run reads back intact.
     """
     workdir = pathlib.Path(workdir)

@@ -28,7 +28,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from avips_jax import distributed, loop, preemption, run, run_lock, run_report, runtime
+from avips_jax import distributed, divergence, preemption, run, run_lock, run_report, runtime
 
 from . import cli_flags
 
@@ -77,7 +77,7 @@ def main(argv):
         run_lock.RunDirectoryBusyError,
     ) as err:
         sys.exit(f"error: {err}")
-    except loop.DivergenceError as err:
+    except divergence.DivergenceError as err:
         print(f"error: {FLAGS.workdir}: {err}", file=sys.stderr)
         sys.exit(EXIT_DIVERGED)
     except preemption.Preempted as err:

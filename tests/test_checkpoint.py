@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from avips_jax import baselines, checkpoint, fit, gmm, loop, model
+from avips_jax import baselines, checkpoint, divergence, fit, gmm, model
 from avips_jax.config import default_config, thesis_config
 from experiments.configs import toy as toy_configs
 
@@ -182,7 +182,7 @@ def test_checkpoint_without_a_digest_loads_unverified(tmp_path, state):
 
 def test_a_non_finite_state_is_never_saved(tmp_path, state):
     bad = state.replace(params=jax.tree.map(lambda x: x * jnp.nan, state.params))
-    with pytest.raises(loop.DivergenceError, match="after step 7 .*non-finite values"):
+    with pytest.raises(divergence.DivergenceError, match="after step 7 .*non-finite values"):
         checkpoint.save(tmp_path, bad)
     assert checkpoint.all_steps(tmp_path) == []
 
@@ -193,7 +193,7 @@ def test_load_model_refuses_non_finite_parameters(tmp_path, config, state, monke
     bad = state.replace(
         step=jnp.asarray(9, jnp.int32), params=jax.tree.map(lambda x: x * jnp.inf, state.params)
     )
-    monkeypatch.setattr(loop, "check_finite_state", lambda *_: None)  # written by older code
+    monkeypatch.setattr(divergence, "check_finite_state", lambda *_: None)  # written by older code
     checkpoint.save(tmp_path, bad)
     with pytest.raises(
         checkpoint.CheckpointError, match=r"non-finite values .*available: \[7, 9\]"

@@ -21,7 +21,7 @@ import jax
 import numpy as np
 import pytest
 
-from avips_jax import checkpoint, fit, loop, preemption, run, run_report
+from avips_jax import checkpoint, divergence, fit, preemption, run, run_report
 from experiments.configs import panda as panda_configs
 from experiments.configs import toy as toy_configs
 from tests.experiments import cli
@@ -180,7 +180,7 @@ def test_a_diverging_run_stops_with_exit_3_and_keeps_finite_checkpoints(tmp_path
     assert steps and steps[-1] < STEPS
     for step in steps:  # every checkpoint it wrote is finite and loads
         state = checkpoint.load_model(workdir, step).state
-        assert loop.nonfinite_leaves(state) == []
+        assert divergence.nonfinite_leaves(state) == []
 
 
 def test_a_nan_learning_rate_is_refused_before_anything_is_written(tmp_path):

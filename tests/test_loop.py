@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from avips_jax import loop
+from avips_jax import divergence, loop
 from avips_jax.config import default_config
 from avips_jax.settings import Settings
 
@@ -106,7 +106,7 @@ def test_resuming_continues_the_uninterrupted_run_exactly():
 
 
 def test_non_finite_contexts_raise_naming_the_target():
-    with pytest.raises(loop.NonFiniteContextError, match="NaN.*'broken'"):
+    with pytest.raises(divergence.NonFiniteContextError, match="NaN.*'broken'"):
         loop.run_loop(
             _config(2),
             _Target("broken", bad=True),
@@ -133,9 +133,9 @@ def _skipping_step(state, contexts):
 
 
 def test_a_run_of_skipped_updates_is_divergence_naming_the_steps():
-    n = loop.MAX_CONSECUTIVE_SKIPPED
+    n = divergence.MAX_CONSECUTIVE_SKIPPED
     reports = []
-    with pytest.raises(loop.DivergenceError, match=f"steps 3-{n + 2} were all skipped"):
+    with pytest.raises(divergence.DivergenceError, match=f"steps 3-{n + 2} were all skipped"):
         _run(
             _config(n + 10, log_every=n + 4),
             _fresh(),
@@ -155,7 +155,7 @@ def test_non_finite_state_is_divergence_naming_the_leaf():
         return _State(step=state.step + 1, total=total), {}
 
     with pytest.raises(
-        loop.DivergenceError, match=r"after step 4 .*non-finite values \(in \.total\)"
+        divergence.DivergenceError, match=r"after step 4 .*non-finite values \(in \.total\)"
     ):
         _run(_config(8, log_every=4), _fresh(), loop.RunRecords(), progress=False, step_fn=step)
 
