@@ -13,7 +13,9 @@ each device count n = 1, 2, 4, ... up to `jax.device_count()` (the first n devic
      configurations sharded.
 Batch sizes that do not divide by n are rounded up to the next multiple (the tables say so).
 The global batch is the same for every n (strong scaling); speed-ups are ratios to the 1-device
-row of the same run. Nothing here is CUDA- or TPU-specific: jax picks the platform.
+row of the same run. Nothing here is CUDA- or TPU-specific: jax picks the platform. The
+multi-process case (the same step on 1 process x 2 devices against 2 processes x 1 device,
+`jax.distributed`) is `benchmarks/multiprocess.py`, which reuses this module's setup and timing.
 
 Usage (from the repository root):
     python -m benchmarks.accelerator                          # GPU / TPU: all local devices
