@@ -133,7 +133,6 @@ def test_two_processes_train_as_one_process_with_two_devices(two_processes, tmp_
     assert events == checkpoint.restore_records(single)["events"]
 
 
-@pytest.mark.slow  # two more 2-process launches (~2 min on 2 cores) than the default suite has
 def test_both_killed_then_relaunched_resume_to_the_same_result(two_processes, tmp_path):
     workdir = tmp_path / "killed"
     procs = _launch_pair(workdir)
