@@ -180,7 +180,8 @@ def thesis_config() -> ml_collections.ConfigDict:
     # Zero the Adam moments of a slot when a component is added there; otherwise a reborn slot
     # inherits the moments of the component that was removed from it. Off by default only
     # because every committed aVIPS result was trained without it: turning it on changes each
-    # run that reuses a slot, so the default flips when those results are regenerated.
+    # run that reuses a slot (not the main job, which removes none: results/covariance_projection
+    # /seeds_panda_quick10k_reset_*), so the default flips when those results are regenerated.
     c.components.reset_optimizer = False
     # A newborn's grace period (steps, rounded up to removal checks): it is not removed and its
     # gate column is frozen (it keeps about its initial weight) while its component trains. 0: none.
