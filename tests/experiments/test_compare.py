@@ -436,8 +436,9 @@ def test_cli_trains_evaluates_and_writes_the_report_then_loads(tmp_path):
     again = list(csv.DictReader((tmp_path / "again.csv").open()))
     assert [r["trained"] for r in again] == ["loaded"] * 3
     assert [r["config_hash"] for r in again] == [r["config_hash"] for r in rows]
-    # Another budget in the same run directories is refused before anything is trained.
+    # A smaller budget in the same run directories is refused before anything is trained (a
+    # larger one continues the finished runs: avips_jax/run.py).
     from avips_jax import run
 
-    with pytest.raises(run.ConfigMismatchError, match="num_steps"):
-        compare.run_comparison(compare.Settings(**{**settings.__dict__, "num_steps": 21}), "x")
+    with pytest.raises(run.ConfigMismatchError, match="train.num_steps: saved 20, given 19"):
+        compare.run_comparison(compare.Settings(**{**settings.__dict__, "num_steps": 19}), "x")
