@@ -93,12 +93,12 @@ class StepReport:
 
 def shard_contexts(mesh: Mesh | None, contexts: chex.Array) -> chex.Array:
     """`contexts` (B, ...) sharded along the first axis of `mesh` (unchanged without a mesh).
-    Across processes (`jax.process_count() > 1`) every process holds the same batch and places
-    the rows its devices own (`distributed.global_array`)."""
+    Across processes (`distributed.is_multiprocess()`) every process holds the same batch and
+    places the rows its devices own (`distributed.global_array`)."""
     if mesh is None:
         return contexts
     sharding = NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
-    if jax.process_count() > 1:
+    if distributed.is_multiprocess():
         return distributed.global_array(jax.device_get(contexts), sharding)
     return jax.device_put(contexts, sharding)
 
@@ -109,7 +109,7 @@ def replicate(mesh: Mesh | None, tree: chex.ArrayTree) -> chex.ArrayTree:
     if mesh is None:
         return tree
     sharding = NamedSharding(mesh, PartitionSpec())
-    if jax.process_count() > 1:
+    if distributed.is_multiprocess():
         return jax.tree.map(
             lambda x: (
                 x
@@ -316,7 +316,7 @@ def run_loop(
     skipped_in_a_row = 0
     for step in bar:
         step_key = jax.random.fold_in(loop_key, step)
-        if jax.process_count() > 1:  # every input of a multi-process computation is global
+        if distributed.is_multiprocess():  # every input of a multi-process computation is global
             step_key = replicate(mesh, step_key)
         contexts = shard_contexts(mesh, sample_contexts(step_key))
         state, metrics = step_fn(state, contexts)

@@ -161,10 +161,12 @@ def speedup(row: Row, rows: Sequence[Row]) -> float | None:
     return row.throughput / base[0].throughput if base else None
 
 
-def command_line(argv: Sequence[str], xla_flags: str | None) -> str:
-    """The command as a user types it (`XLA_FLAGS=... python -m benchmarks.accelerator ...`)."""
+def command_line(
+    argv: Sequence[str], xla_flags: str | None, module: str = "benchmarks.accelerator"
+) -> str:
+    """The command as a user types it (`XLA_FLAGS=... python -m <module> ...`)."""
     prefix = f"XLA_FLAGS={shlex.quote(xla_flags)} " if xla_flags else ""
-    return f"{prefix}python -m benchmarks.accelerator {shlex.join(argv)}".strip()
+    return f"{prefix}python -m {module} {shlex.join(argv)}".strip()
 
 
 # ---------------------------------------------------------------------------------------------

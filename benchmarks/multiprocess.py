@@ -20,7 +20,6 @@ import datetime
 import json
 import os
 import platform
-import shlex
 import socket
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from avips_jax import runtime
 from benchmarks import accelerator
 
 FLAGS = flags.FLAGS
+_XLA_FLAGS_GIVEN = os.environ.get("XLA_FLAGS")  # as the user ran it: recorded in the command
 DEFAULT_OUTPUT = "benchmarks/results/multiprocess.md"
 LAYOUTS = (("1 process x 2 devices", 1, 2), ("2 processes x 1 device", 2, 1))
 
@@ -153,9 +153,7 @@ def main(argv) -> None:
         worker()
         return
     results = [(name, run_layout(p, d)) for name, p, d in LAYOUTS]
-    xla_flags = os.environ.get("XLA_FLAGS")
-    prefix = f"XLA_FLAGS={shlex.quote(xla_flags)} " if xla_flags else ""
-    command = f"{prefix}python -m benchmarks.multiprocess {shlex.join(sys.argv[1:])}".strip()
+    command = accelerator.command_line(sys.argv[1:], _XLA_FLAGS_GIVEN, "benchmarks.multiprocess")
     text = render(command, results)
     print(text)
     if FLAGS.output:

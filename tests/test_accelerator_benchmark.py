@@ -1,17 +1,14 @@
 """benchmarks/accelerator.py: its pure helpers, and the tiny mode end to end on 2 host devices."""
 
 import math
-import os
-import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
 
 from benchmarks import accelerator as acc
+from tests.experiments import cli
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TABLES = (
     "Train step",
     "Sampling latency: 1 target x 64 samples",
@@ -116,16 +113,8 @@ def _tables(text: str) -> dict[str, list[list[str]]]:
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("accelerator") / "accelerator.md"
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     args = ["--tiny", "--robots=panda", "--host_devices=2", f"--output={out}"]
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.accelerator", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = cli.run_module("benchmarks.accelerator", *args, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert out.exists()
     return out.read_text(), proc.stderr

@@ -10,7 +10,6 @@ slots) must match.
 
 import csv
 import json
-import os
 import pathlib
 import shutil
 import signal
@@ -44,9 +43,7 @@ def _free_port() -> int:
 
 
 def _env(host_devices: int = 1) -> dict:
-    env = dict(os.environ)
-    env["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
-    env["PYTHONPATH"] = str(cli.ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env = cli.module_env()
     flags = env.get("XLA_FLAGS", "").replace("--xla_force_host_platform_device_count", "--_x")
     env["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={host_devices}"
     return env
