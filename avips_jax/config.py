@@ -34,6 +34,9 @@ def default_config() -> ml_collections.ConfigDict:
     # were removed before the weight step could grow them (§4).
     c.components.init_weight = 0.05
     c.components.remove_patience = 10
+    # A component added into a slot that a removal freed starts with zeroed Adam moments, not
+    # those of the removed one (it changes only runs that reuse a slot: §4).
+    c.components.reset_optimizer = True
     # ELBO-based merging cut a Panda model to one component (an early 1500-step run, no results
     # file: rerun with --config.components.merge_tolerance=0.01 to check).
     c.components.merge_tolerance = 0.0
@@ -178,10 +181,7 @@ def thesis_config() -> ml_collections.ConfigDict:
     c.components.add_min_score = 1.0
     c.components.fit_steps = 50
     # Zero the Adam moments of a slot when a component is added there; otherwise a reborn slot
-    # inherits the moments of the component that was removed from it. Off by default only
-    # because every committed aVIPS result was trained without it: turning it on changes each
-    # run that reuses a slot (not the main job, which removes none: results/covariance_projection
-    # /seeds_panda_quick10k_reset_*), so the default flips when those results are regenerated.
+    # inherits the moments of the component that was removed from it (on in default_config).
     c.components.reset_optimizer = False
     # A newborn's grace period (steps, rounded up to removal checks): it is not removed and its
     # gate column is frozen (it keeps about its initial weight) while its component trains. 0: none.

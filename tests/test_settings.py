@@ -169,6 +169,7 @@ def test_default_config_is_the_thesis_with_the_robot_settings():
         "train.uniform_component_share": (0.0, 0.1),
         "components.init_weight": (1e-3, 0.05),
         "components.remove_patience": (3, 10),
+        "components.reset_optimizer": (False, True),
         "components.merge_tolerance": (0.01, 0.0),
     }
 
