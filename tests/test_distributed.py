@@ -130,6 +130,9 @@ def test_two_processes_train_as_one_process_with_two_devices(two_processes, tmp_
     assert events == checkpoint.restore_records(single)["events"]
 
 
+# ~1 min in CI; single-process SIGKILL resume stays in the default suite
+# (tests/experiments/test_train_cli.py), and CI's default suite is at its 15-minute budget.
+@pytest.mark.slow
 def test_both_killed_then_relaunched_resume_to_the_same_result(two_processes, tmp_path):
     workdir = tmp_path / "killed"
     procs = _launch_pair(workdir)

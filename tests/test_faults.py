@@ -212,6 +212,7 @@ def _read_only(workdir: pathlib.Path, cmd: list[str]) -> list[str]:
     return ["unshare", "-m", "sh", "-c", f'{mount} && exec "$@"', "sh", *cmd]
 
 
+@pytest.mark.slow  # ~50 s: a tiny Panda trained, then evaluated twice (CI's 15-minute budget)
 def test_a_read_only_run_evaluates_into_out_and_fails_at_once_without_it(tmp_path):
     workdir, out = tmp_path / "run", tmp_path / "out"
     config = panda_configs.get_config("quick")
