@@ -82,6 +82,7 @@ def test_add_step_resets_the_new_slots_moments_only_when_asked():
                 np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow  # a lever off in every preset; slow for CI's 15-minute budget
 def test_a_newborn_keeps_its_gate_column_during_its_grace_period():
     config = _small_config(
         **{

@@ -158,6 +158,9 @@ _MULTI_DEVICE_SCRIPT = textwrap.dedent(
 )
 
 
+# ~35 s (a subprocess with 4 host devices); the default suite trains data-parallel over two
+# devices in tests/test_distributed.py. Slow for CI's 15-minute budget.
+@pytest.mark.slow
 def test_multi_device_step_matches_single_device():
     env = dict(os.environ)
     env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
@@ -211,6 +214,7 @@ def test_a_slot_without_weight_learns_only_with_a_uniform_component_share():
     assert uniform[0] > 1e-3 and uniform[1] > 1e-2 * uniform[0], uniform
 
 
+@pytest.mark.slow  # a lever off in every preset; slow for CI's 15-minute budget
 @pytest.mark.usefixtures("fast_compiles")  # compilation is the cost
 def test_gate_refit_phase_freezes_the_components_and_restarts_the_gate_decay():
     c = _small_config(**{"train.num_steps": 10, "train.gate_refit_fraction": 0.4})
@@ -238,6 +242,7 @@ def test_gate_refit_phase_freezes_the_components_and_restarts_the_gate_decay():
     assert gate[5] < 0.5 * gate[0] and gate[9] < 0.5 * gate[6]  # cosine decays within each
 
 
+@pytest.mark.slow  # a lever off in every preset; slow for CI's 15-minute budget
 @pytest.mark.usefixtures("fast_compiles")  # compilation is the cost
 def test_no_component_is_added_in_the_gate_refit_phase():
     c = _small_config(

@@ -38,6 +38,7 @@ def _tiny_panda(*overrides):
     )
 
 
+@pytest.mark.slow  # a lever off in every preset; slow for CI's 15-minute budget
 def test_warm_start_fits_valid_pairs_then_hands_over_to_vips():
     c = _tiny_panda()
     target, module, _, state, step_fn = fit.build(c)
@@ -67,7 +68,7 @@ def _held_out_nll(module, state, pairs):
     return -float(jnp.mean(gmm.log_prob(pred, state.active, pairs[1][None])))
 
 
-@pytest.mark.slow  # ~35 s; the forward-KL term runs in the test below
+@pytest.mark.slow  # ~35 s; a lever off in every preset
 def test_forward_kl_term_pulls_the_model_onto_valid_pairs_beside_vips():
     pairs = valid_pairs.valid_pairs(fit.build(_tiny_panda())[0], jax.random.PRNGKey(99), 512)
     nll = {}
@@ -86,6 +87,7 @@ def test_forward_kl_term_pulls_the_model_onto_valid_pairs_beside_vips():
     assert nll[1.0] < nll[0.0] - 1.0, nll
 
 
+@pytest.mark.slow  # a lever off in every preset; slow for CI's 15-minute budget
 def test_forward_kl_term_can_leave_the_gate_alone():
     c = _tiny_panda("train.warm_start_steps=0")
     target, module, _, state, _ = fit.build(c)

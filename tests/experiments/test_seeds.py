@@ -67,6 +67,7 @@ def test_bad_seed_lists_are_refused():
         seeds.run_seeds(compare.Settings(robots=("panda",)), ())
 
 
+@pytest.mark.slow  # ~30 s of training and evaluation; the summary's logic is unit-tested above
 def test_two_seeds_train_in_their_own_directories_and_differ(tmp_path):
     settings = compare.Settings(
         robots=("panda",),
