@@ -47,7 +47,7 @@ def test_summary_has_one_line_per_scale_with_the_per_seed_values():
     assert "| [0.53, 1.00] |" in text and "| [0.38, 1.00] |" in text
 
 
-@pytest.mark.slow  # an experiment script (IKSolver's latent_scale is tested in test_solver); CI budget
+@pytest.mark.slow  # an experiment script; IKSolver latent_scale: test_solver (CI budget)
 def test_cli_evaluates_each_scale_without_touching_the_run(tmp_path):
     workdir = tmp_path / "runs" / "seed0" / "panda" / "avips"
     config = _config()
