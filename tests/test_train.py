@@ -1,7 +1,6 @@
 """End-to-end tests: the assembled aVIPS method works, not just runs."""
 
 import dataclasses
-import os
 import subprocess
 import sys
 import textwrap
@@ -15,6 +14,7 @@ from avips_jax import evaluation, fit, gmm, methods, targets, train
 from avips_jax.settings import Settings
 from avips_jax.targets import toy
 from experiments.configs import toy as toy_configs
+from tests.experiments import cli
 
 HELDOUT = jnp.linspace(-0.95, 0.95, 16)[:, None]  # contexts never sampled exactly in training
 
@@ -162,15 +162,12 @@ _MULTI_DEVICE_SCRIPT = textwrap.dedent(
 # devices in tests/test_distributed.py. Slow for CI's 15-minute budget.
 @pytest.mark.slow
 def test_multi_device_step_matches_single_device():
-    env = dict(os.environ)
+    env = cli.module_env()  # five-step runs: XLA's optimisations off, compilation is the cost
     env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
-    env["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"  # five-step runs: compilation is the cost
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     proc = subprocess.run(
         [sys.executable, "-c", _MULTI_DEVICE_SCRIPT],
         env=env,
-        cwd=root,
+        cwd=cli.ROOT,
         capture_output=True,
         text=True,
         timeout=600,
