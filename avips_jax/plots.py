@@ -15,11 +15,10 @@ import os
 import pathlib
 from collections.abc import Sequence
 
-import matplotlib
-import matplotlib.ticker
 import numpy as np
-from matplotlib.figure import Figure
-from mpl_toolkits.mplot3d.art3d import Line3DCollection
+
+# matplotlib is imported inside the functions that draw: importing it takes about a second, and
+# most processes that import this module (training, `read_history`, error paths) draw nothing.
 
 DPI = 120
 
@@ -33,6 +32,8 @@ def _save(fig, path: str | os.PathLike) -> pathlib.Path:
 
 def _component_colors(components: np.ndarray) -> tuple[np.ndarray, dict[int, tuple]]:
     """One colour per distinct component id (tab10/tab20), in order of first id."""
+    import matplotlib
+
     ids = np.unique(components)
     cmap = matplotlib.colormaps["tab10" if len(ids) <= 10 else "tab20"]
     palette = {int(k): cmap(i % cmap.N) for i, k in enumerate(ids)}
@@ -69,6 +70,9 @@ def plot_solutions_3d(
         title: figure title.
         max_figures: draw at most this many solutions (the first ones).
     """
+    from matplotlib.figure import Figure
+    from mpl_toolkits.mplot3d.art3d import Line3DCollection
+
     points = np.asarray(points, float)
     if points.ndim != 3 or points.shape[-1] != 3:
         raise ValueError(f"points must have shape (n, P, 3), got {points.shape}")
@@ -115,6 +119,8 @@ def plot_error_histogram(
         errors_mm: (...) errors in millimetres (non-finite values are left out and counted in
             the title).
     """
+    from matplotlib.figure import Figure
+
     errors = np.asarray(errors_mm, float).ravel()
     finite = errors[np.isfinite(errors)]
     positive = np.clip(finite, 1e-4, None)
@@ -156,6 +162,9 @@ def plot_component_weights(
     Args:
         weights: (T, K) weights per context (rows sum to 1; inactive slots 0).
     """
+    import matplotlib.ticker
+    from matplotlib.figure import Figure
+
     weights = np.asarray(weights, float)
     if weights.ndim != 2:
         raise ValueError(f"weights must have shape (T, K), got {weights.shape}")
@@ -274,6 +283,9 @@ def plot_training_curves(
     Args:
         history: records with a "step" key (as in `<workdir>/history.jsonl`).
     """
+    import matplotlib
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(11, 7.5))
     axes = fig.subplots(2, 2, sharex=True)
     colors = matplotlib.colormaps["tab10"]

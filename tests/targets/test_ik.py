@@ -247,7 +247,8 @@ def test_target_is_hashable_and_registered():
     np.testing.assert_array_equal(pose.lower, kinematics.load_robot("valkyrie_arm").lower)
 
 
-@pytest.mark.parametrize("context", ["position", "pose"])
+# pose is slow (CI's budget): test_refine.py refines poses and test_solver.py the pose solver.
+@pytest.mark.parametrize("context", ["position", pytest.param("pose", marks=pytest.mark.slow)])
 def test_refine_points_reaches_the_context_from_nearby_joints(context):
     target = ik.IKTarget(robot_name="panda", context=context)
     lower, upper = target.lower, target.upper
