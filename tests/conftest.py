@@ -21,3 +21,12 @@ def fast_compiles():
     jax.config.update("jax_disable_most_optimizations", True)
     yield
     jax.config.update("jax_disable_most_optimizations", old)
+
+
+@pytest.fixture
+def x64():
+    """Runs the test with float64 enabled (`jax.enable_x64`), then restores the setting."""
+    import jax
+
+    with jax.enable_x64(True):
+        yield
